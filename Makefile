@@ -1,0 +1,31 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench venv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python setup.py
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Build a demo repository from pipelines/, commit, run, change one file, run again
+# (only the affected tasks run), then print lineage.
+demo: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python demo/demo.py
+
+test: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+
+bench: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/bench.py
+
+clean:
+	rm -rf $(VENV) demo-out bench-out *.egg-info

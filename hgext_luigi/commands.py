@@ -1,0 +1,299 @@
+"""The ``hg luigi-*`` commands."""
+
+import os
+import time
+
+from mercurial import cmdutil, error, pycompat, registrar
+from mercurial.i18n import _
+
+from . import config, dispatch, lineage, planner
+
+cmdtable = {}
+command = registrar.command(cmdtable)
+
+_b = planner._b
+
+
+def _settings(ui, repo):
+    return config.Settings(ui, repo)
+
+
+@command(
+    b'luigi-affected',
+    [(b'r', b'rev', b'', _(b'revision to plan (default: ., or tip without a working '
+                          b'directory)'), _(b'REV')),
+     (b'', b'all', False, _(b'plan a rebuild of every task')),
+     (b't', b'task', [], _(b'only these tasks (family or key) and what they need'),
+      _(b'NAME'))] + cmdutil.formatteropts,
+    _(b'[-r REV] [--task NAME]... [-T TEMPLATE]'),
+    helpcategory=command.CATEGORY_CHANGE_NAVIGATION,
+    intents={registrar.INTENT_READONLY},
+)
+def luigi_affected(ui, repo, **opts):
+    """show which Luigi tasks a revision affects, and why
+
+    Every task reachable from the roots of the pipeline is compared with its own
+    last successful build: it is ``affected`` when it was never built, when a file
+    it watches or its pipeline code differs between that build's changeset and
+    REV, or when the output of that build is gone; ``upstream`` when a task it
+    needs is affected; ``unaffected`` when it reuses its last successful build,
+    whose changeset is then its stamp.
+
+    With ``-T json`` each task is an object with ``task`` (Luigi task id),
+    ``key``, ``family``, ``affected``, ``status``, ``changeset`` (the stamp it has
+    or will have), ``base`` (the build it is compared with, or null) and
+    ``reasons``.
+    """
+    settings = _settings(ui, repo)
+    ctx = planner.resolve_rev(repo, opts.get('rev'))
+    names = [pycompat.sysstr(n) for n in opts.get('task') or []]
+    with planner.Workspace(ui, repo, ctx, settings) as ws:
+        planned = planner.make(ui, repo, ctx, settings, ws, force=opts.get('all'),
+                               names=names)
+    fm = ui.formatter(b'luigi-affected', pycompat.byteskwargs(opts))
+    planner.show(ui, planned, fm)
+    fm.end()
+    return 0
+
+
+@command(
+    b'luigi-run',
+    [(b'r', b'rev', b'', _(b'revision to build (default: ., or tip without a working '
+                          b'directory)'), _(b'REV')),
+     (b'', b'all', False, _(b'rebuild every task at REV')),
+     (b't', b'task', [], _(b'only these tasks (family or key) and what they need'),
+      _(b'NAME')),
+     (b'n', b'dry-run', False, _(b'print the plan and run nothing')),
+     (b'w', b'workers', 0, _(b'Luigi worker processes (default: [luigi] workers)'),
+      _(b'N')),
+     (b'', b'scheduler', b'', _(b'central luigid URL (default: [luigi] scheduler, or '
+                               b'the local scheduler)'), _(b'URL'))]
+    + cmdutil.formatteropts,
+    _(b'[-r REV] [--all] [--task NAME]... [--dry-run] [--workers N] [--scheduler URL]'),
+    helpcategory=command.CATEGORY_MAINTENANCE,
+)
+def luigi_run(ui, repo, **opts):
+    """run the Luigi tasks a revision affects
+
+    Plans REV as :hg:`luigi-affected` does, then hands exactly the affected
+    subgraph to Luigi: unaffected tasks are satisfied by the stamped outputs of
+    the build they reuse, so a second run of the same revision runs nothing.
+
+    The pipeline code runs as of REV, from a tree materialized under
+    ``.hg/luigi/trees`` (updated incrementally from an earlier one), in a
+    subprocess; uncommitted changes in the working directory are not built.
+
+    Ends with one line per task (``ran``, ``reused``, ``failed``, ``not run``)
+    and exits with status 1 when any task failed or could not run. Luigi's own
+    log of the run is kept in ``.hg/luigi/logs/``.
+    """
+    settings = _settings(ui, repo)
+    ctx = planner.resolve_rev(repo, opts.get('rev'))
+    if opts.get('workers', 0) < 0:
+        raise error.InputError(_(b'--workers must be a positive number'))
+    fm = ui.formatter(b'luigi-run', pycompat.byteskwargs(opts))
+    return dispatch.run(ui, repo, ctx, settings, opts, trigger="manual", fm=fm)
+
+
+def _when(ts):
+    if ts is None:
+        return b'-'
+    return _b(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts)))
+
+
+def _outputs_data(outputs):
+    return [{b'path': _b(o['path']), b'size': o['size'], b'sha256': _b(o['sha256'])}
+            for o in outputs]
+
+
+def _inputs_data(inputs):
+    return [{b'task': _b(i['task_id']), b'key': _b(i['key']),
+             b'changeset': _b(i['changeset']),
+             b'outputs': [_b(p) for p in i['outputs']]} for i in inputs]
+
+
+def _write_build(fm, store, build):
+    outputs = store.outputs(build['id'])
+    inputs = store.inputs(build['id'])
+    fm.data(task=_b(build['task_id']), family=_b(build['family']),
+            params={_b(k): _b(v) for k, v in build['params'].items()},
+            base=_b(build['base']) if build['base'] else None,
+            reasons=[_b(r) for r in build['reasons']],
+            started=_when(build['started']), ended=_when(build['ended']),
+            outputs=_outputs_data(outputs), inputs=_inputs_data(inputs),
+            run=_b(build['run_id']))
+    for o in outputs:
+        fm.plain(b'    output %s  %d bytes  sha256 %s\n'
+                 % (_b(o['path']), o['size'] or 0, _b((o['sha256'] or '')[:12])))
+    for i in inputs:
+        fm.plain(b'    input  %s at %s\n' % (_b(i['key']), _b(i['changeset'][:12])))
+    if build.get('error'):
+        fm.plain(b'    error  %s\n' % _b(build['error']))
+
+
+def _nothing(ui, fm):
+    fm.end()
+    if fm.isplain():
+        ui.status(_(b'no lineage recorded yet (run hg luigi-run first)\n'))
+    return 1
+
+
+@command(
+    b'luigi-lineage',
+    [(b't', b'task', b'', _(b"a task's builds across revisions (family or key)"),
+      _(b'NAME')),
+     (b'o', b'output', b'', _(b'which task and changeset produced this file'),
+      _(b'PATH'))] + cmdutil.formatteropts,
+    _(b'[REV] [--task NAME] [--output PATH] [-T TEMPLATE]'),
+    helpcategory=command.CATEGORY_CHANGE_NAVIGATION,
+    intents={registrar.INTENT_READONLY},
+)
+def luigi_lineage(ui, repo, rev=None, **opts):
+    """show where the outputs of Luigi tasks come from
+
+    With REV (default: ., or tip without a working directory): for every task of
+    the latest run at REV, the changeset its current output comes from (REV
+    itself, or the older build it reused), its status, outputs (path, size,
+    sha256), inputs, when and by whom it was built and how (manual, commit,
+    push).
+
+    With ``--output PATH``: the task and changeset that produced that file, and
+    the chain of upstream outputs back to the sources, each with its changeset.
+
+    With ``--task NAME``: every build of that task across revisions.
+
+    ``-T json`` gives the fields ``task``, ``key``, ``family``, ``changeset``,
+    ``status``, ``outputs``, ``inputs``, ``user``, ``trigger``, ``built``.
+    """
+    settings = _settings(ui, repo)
+    fm = ui.formatter(b'luigi-lineage', pycompat.byteskwargs(opts))
+    if not os.path.exists(settings.store):
+        return _nothing(ui, fm)
+    try:
+        store = lineage.open_store(settings.store)
+    except lineage.StoreError as e:
+        raise error.Abort(_b(str(e)))
+    try:
+        if not store.has_records():
+            return _nothing(ui, fm)
+        if opts.get('output'):
+            return _by_output(ui, repo, store, settings, fm, opts['output'])
+        if opts.get('task'):
+            return _by_task(ui, store, fm, pycompat.sysstr(opts['task']))
+        return _by_rev(ui, repo, store, fm, rev)
+    finally:
+        store.close()
+
+
+def _by_rev(ui, repo, store, fm, rev):
+    ctx = planner.resolve_rev(repo, rev)
+    node = pycompat.sysstr(ctx.hex())
+    run = store.latest_run(node)
+    if run is None:
+        fm.end()
+        raise error.Abort(_(b'no luigi run recorded at %s') % ctx.hex()[:12],
+                          hint=_(b'run hg luigi-run -r %s') % ctx.hex()[:12])
+    rows = store.run_tasks(run['id'])
+    width = max([len(r['key']) for r in rows] + [4])
+    fm.plain(_(b'run %s at %s: %s, by %s (%s)\n')
+             % (_b(run['id'][:12]), ctx.hex()[:12], _b(run['status']), _b(run['user']),
+                _b(run['trigger'])))
+    for r in rows:
+        build = None
+        if r['outcome'] == 'failed':
+            build = store.last_build_in_run(run['id'], r['key'])
+        if build is None and r['changeset']:
+            build = store.success_for_key(r['key'], r['changeset'])
+        fm.startitem()
+        fm.write(b'key', b'%%-%ds  ' % width, _b(r['key']))
+        source = build['changeset'] if build else r['changeset']
+        fm.plain(b'%-12s ' % (_b(source[:12]) if source else b'-'))
+        fm.data(changeset=_b(source) if source else None)
+        fm.condwrite(ui.verbose, b'outcome', b'%s ', _b(r['outcome']))
+        fm.plain(b'%-16s ' % (b'(this revision)' if source == node else b'(reused)'))
+        fm.data(reused=bool(source and source != node), revision=_b(node))
+        status = build['status'] if build else 'missing'
+        fm.write(b'status', b'%-8s ', _b(status))
+        if build:
+            fm.write(b'built user trigger', b'%s by %s (%s)',
+                     _when(build['ended'] or build['started']), _b(build['user']),
+                     _b(build['trigger']))
+            fm.plain(b'\n')
+            _write_build(fm, store, build)
+        else:
+            fm.data(task=_b(r['task_id']) if r['task_id'] else None, family=_b(r['family']))
+            fm.plain(b'\n')
+    fm.end()
+    return 0
+
+
+def _by_task(ui, store, fm, name):
+    builds = store.history(name)
+    if not builds:
+        fm.end()
+        raise error.Abort(_(b'no builds recorded for task %s') % _b(name),
+                          hint=_(b'name a task family or key as shown by hg luigi-affected'))
+    for b in builds:
+        fm.startitem()
+        fm.write(b'changeset', b'%s  ', _b(b['changeset']), label=b'log.changeset')
+        fm.write(b'key', b'%s  ', _b(b['key']))
+        fm.write(b'status', b'%-8s ', _b(b['status']))
+        fm.write(b'built user trigger', b'%s by %s (%s)\n', _when(b['ended'] or b['started']),
+                 _b(b['user']), _b(b['trigger']))
+        _write_build(fm, store, b)
+        fm.data(error=_b(b['error']) if b['error'] else None)
+    fm.end()
+    return 0
+
+
+def _resolve_output(repo, settings, path):
+    path = pycompat.fsdecode(path)
+    candidates = [os.path.abspath(path), os.path.join(settings.output_root, path),
+                  os.path.join(pycompat.fsdecode(repo.root), path)]
+    return [os.path.normpath(c) for c in candidates]
+
+
+def _by_output(ui, repo, store, settings, fm, path):
+    build = None
+    for candidate in _resolve_output(repo, settings, path):
+        found = store.builds_producing(candidate)
+        if found:
+            build = found[0]
+            break
+    if build is None:
+        fm.end()
+        raise error.Abort(_(b'no recorded build produced %s') % path,
+                          hint=_(b'give the path shown by hg luigi-lineage REV'))
+    seen = set()
+
+    def show(b, depth):
+        fm.startitem()
+        indent = b'  ' * depth
+        fm.data(depth=depth)
+        fm.plain(indent)
+        fm.write(b'key', b'%s', _b(b['key']))
+        fm.write(b'changeset', b' at %s', _b(b['changeset']))
+        fm.write(b'built user trigger', b', built %s by %s (%s)\n',
+                 _when(b['ended']), _b(b['user']), _b(b['trigger']))
+        outputs = store.outputs(b['id'])
+        inputs = store.inputs(b['id'])
+        fm.data(task=_b(b['task_id']), family=_b(b['family']), status=_b(b['status']),
+                outputs=_outputs_data(outputs), inputs=_inputs_data(inputs))
+        for o in outputs:
+            fm.plain(b'%s  output %s\n' % (indent, _b(o['path'])))
+        if b['id'] in seen:
+            return
+        seen.add(b['id'])
+        if not inputs:
+            fm.plain(b'%s  source: repository at %s\n' % (indent, _b(b['changeset'][:12])))
+        for i in inputs:
+            up = store.success_for(i['task_id'], i['changeset'])
+            if up is None:
+                fm.plain(b'%s  input %s at %s (no build recorded)\n'
+                         % (indent, _b(i['key']), _b(i['changeset'][:12])))
+                continue
+            show(up, depth + 1)
+
+    show(build, 0)
+    fm.end()
+    return 0

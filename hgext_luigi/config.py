@@ -1,0 +1,66 @@
+"""Configuration items of the ``[luigi]`` section, and their values as ``str``.
+
+Every option the extension reads is registered here with its default, so
+``hg config luigi`` and ``hg help hgext_luigi`` stay complete.
+"""
+
+import os
+import sys
+
+from mercurial import pycompat, registrar
+
+configtable = {}
+configitem = registrar.configitem(configtable)
+
+configitem(b'luigi', b'module', default=b'pipelines')
+configitem(b'luigi', b'roots', default=list)
+configitem(b'luigi', b'output-root', default=None)
+configitem(b'luigi', b'scheduler', default=None)
+configitem(b'luigi', b'workers', default=1)
+configitem(b'luigi', b'on-commit', default=b'off')
+configitem(b'luigi', b'watches-file', default=b'.hgluigi')
+configitem(b'luigi', b'python', default=None)
+configitem(b'luigi', b'tree-cache', default=3)
+configitem(b'luigi', b'lock-timeout', default=0)
+
+ON_COMMIT = (b'off', b'plan', b'run')
+
+
+def state_dir(repo):
+    """``.hg/luigi``: lineage store, tree cache, index cache, logs."""
+    return repo.vfs.join(b'luigi')
+
+
+def store_path(repo):
+    return pycompat.fsdecode(os.path.join(state_dir(repo), b'lineage.db'))
+
+
+class Settings:
+    """The ``[luigi]`` options of one repository, as ``str`` for the Luigi side."""
+
+    def __init__(self, ui, repo):
+        s = pycompat.sysstr
+        self.module = s(ui.config(b'luigi', b'module'))
+        self.roots = [s(r) for r in ui.configlist(b'luigi', b'roots')]
+        root = ui.config(b'luigi', b'output-root')
+        if root:
+            root = os.path.join(repo.root, os.path.expanduser(root))
+        else:
+            root = os.path.join(state_dir(repo), b'outputs')
+        self.output_root = os.path.normpath(pycompat.fsdecode(root))
+        sched = ui.config(b'luigi', b'scheduler')
+        self.scheduler = s(sched) if sched else None
+        self.workers = ui.configint(b'luigi', b'workers')
+        self.on_commit = ui.config(b'luigi', b'on-commit')
+        self.watches_file = s(ui.config(b'luigi', b'watches-file') or b'')
+        python = ui.config(b'luigi', b'python')
+        self.python = pycompat.fsdecode(python) if python else sys.executable
+        self.tree_cache = max(1, ui.configint(b'luigi', b'tree-cache'))
+        self.lock_timeout = ui.configint(b'luigi', b'lock-timeout')
+        self.store = store_path(repo)
+        self.state = pycompat.fsdecode(state_dir(repo))
+
+    def index_settings(self):
+        """What the task graph depends on besides the repository's files."""
+        return {"module": self.module, "roots": self.roots,
+                "watches_file": self.watches_file, "python": self.python}

@@ -1,0 +1,90 @@
+"""What a pipeline subprocess knows about the run it belongs to.
+
+The hg side writes a JSON file and points ``HGEXT_LUIGI_CONTEXT`` at it; the loader
+and the runner read it here.  No Luigi and no Mercurial import at module level.
+"""
+
+import json
+import os
+
+ENV = "HGEXT_LUIGI_CONTEXT"
+
+
+class ContextError(Exception):
+    pass
+
+
+class Context:
+    def __init__(self, data):
+        self.data = data
+        self.mode = data.get("mode", "run")
+        self.repo = data.get("repo")
+        self.rev = data["rev"]
+        self.tree = data.get("tree")
+        self.output_root = data.get("output_root")
+        self.store_path = data.get("store")
+        self.stamps = data.get("stamps", {})
+        self.force = set(data.get("force", []))
+        self.run_id = data.get("run_id")
+        self.user = data.get("user")
+        self.trigger = data.get("trigger", "manual")
+        self.plan = {row["key"]: row for row in data.get("plan", [])}
+        self.trees = {self.rev: self.tree} if self.tree else {}
+        self._store = None
+        self._store_pid = None
+
+    @classmethod
+    def load(cls, path):
+        with open(path, encoding="utf-8") as f:
+            return cls(json.load(f))
+
+    def stamp_for(self, key):
+        """The changeset a task is (or will be) built at: the run's revision for an
+        affected task, the reused build's changeset for an unaffected one."""
+        return self.stamps.get(key, self.rev)
+
+    @property
+    def store(self):
+        # a SQLite connection must not cross a fork: Luigi's workers reopen it
+        if self.store_path and (self._store is None or self._store_pid != os.getpid()):
+            from . import lineage
+
+            self._store = lineage.open_store(self.store_path)
+            self._store_pid = os.getpid()
+        return self._store
+
+    def is_built(self, task_id, changeset, key):
+        store = self.store
+        if store is None:
+            return False
+        run_id = self.run_id if key in self.force else None
+        return store.has_success(task_id, changeset, run_id=run_id)
+
+    def tree_for(self, changeset):
+        """The directory holding the repository as of ``changeset``."""
+        if changeset in self.trees:
+            return self.trees[changeset]
+        if not self.repo:
+            raise ContextError("no tree for changeset %s in this run" % changeset)
+        from . import tree
+
+        self.trees[changeset] = tree.materialize_path(self.repo, changeset)
+        return self.trees[changeset]
+
+
+_current = None
+
+
+def current():
+    """The context of this process, or None outside ``hg luigi-run``."""
+    global _current
+    if _current is None:
+        path = os.environ.get(ENV)
+        if path:
+            _current = Context.load(path)
+    return _current
+
+
+def set_current(ctx):
+    global _current
+    _current = ctx

@@ -1,0 +1,246 @@
+"""Dispatch a planned revision to Luigi and follow it (hg side).
+
+One run: take the repository's run lock, plan, record the plan in the lineage
+store, start ``hgext_luigi.runner`` in the tree materialized at the revision,
+show its progress and print the per-task summary.  Nothing here holds the
+repository lock: builds only read history.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+
+from mercurial import error, pycompat
+from mercurial.i18n import _
+
+from . import index, lineage, planner
+
+_b = planner._b
+
+
+class RunLock:
+    """``.hg/luigi/run.lock``: one run at a time per repository."""
+
+    def __init__(self, state, timeout=0):
+        os.makedirs(state, exist_ok=True)
+        self.path = os.path.join(state, "run.lock")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.time() + max(0, timeout)
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.time() >= deadline:
+                    holder = os.pread(self.fd, 64, 0).decode("ascii", "replace").strip()
+                    os.close(self.fd)
+                    raise error.Abort(
+                        _(b'another luigi run is in progress in this repository%s')
+                        % (b' (pid %s)' % _b(holder) if holder else b''),
+                        hint=_(b'wait for it to finish, or set [luigi] lock-timeout '
+                               b'to wait for it'))
+                time.sleep(0.2)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, b"%d\n" % os.getpid(), 0)
+
+    def release(self):
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def warn_dirty(ui, repo, ctx):
+    if repo.dirstate.p1() == repo.nullid:
+        return
+    if repo[None].dirty(missing=True):
+        ui.warn(_(b'warning: the working directory has uncommitted changes; they are '
+                  b'not built (building %s)\n') % ctx.hex()[:12])
+
+
+def _targets(planned):
+    keys = planned.selected if planned.selected is not None else planned.roots
+    return [{"family": planned.tasks[k]["family"], "params": planned.tasks[k]["params"],
+             "key": k} for k in keys]
+
+
+def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None):
+    """Plan and run ``ctx``.  Returns the exit status (0, or 1 if a task failed)."""
+    force = bool(opts.get("all"))
+    names = [pycompat.sysstr(n) for n in opts.get("task") or []]
+    workers = opts.get("workers") or settings.workers
+    sched = opts.get("scheduler")
+    scheduler = pycompat.sysstr(sched) if sched else settings.scheduler
+    if trigger == "manual":
+        warn_dirty(ui, repo, ctx)
+    with RunLock(settings.state, settings.lock_timeout), \
+            planner.Workspace(ui, repo, ctx, settings) as ws:
+        try:
+            store = lineage.open_store(settings.store)
+        except lineage.StoreError as e:
+            raise error.Abort(_b(str(e)))
+        try:
+            planned = planner.make(ui, repo, ctx, settings, ws, force=force, names=names,
+                                   store=store)
+            if opts.get("dry_run"):
+                fm = fm or ui.formatter(b'luigi-run', {})
+                planner.show(ui, planned, fm)
+                fm.end()
+                return 0
+            return _execute(ui, repo, ctx, settings, ws, store, planned, force,
+                            workers, scheduler, trigger, fm)
+        finally:
+            store.close()
+
+
+def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, scheduler,
+             trigger, fm):
+    rev = pycompat.sysstr(ctx.hex())
+    keep = None
+    if planned.selected is not None:
+        from . import plan
+
+        keep = set(plan.toposort(planned.nodes, planned.selected))
+    decisions = [d for d in planned.decisions if keep is None or d.key in keep]
+    todo = [d for d in decisions if d.affected]
+    tree = ws.path()
+    run_id = uuid.uuid4().hex
+    user = pycompat.sysstr(ui.username(acceptempty=True) or b'unknown')
+    rows = [dict(d.as_dict()) for d in decisions]
+    store.begin_run(run_id, rev, user, trigger, scheduler or "local", rows)
+
+    logdir = os.path.join(settings.state, "logs")
+    os.makedirs(logdir, exist_ok=True)
+    logpath = os.path.join(logdir, "%s.log" % run_id)
+    data = {
+        "mode": "run", "repo": pycompat.fsdecode(repo.root), "rev": rev, "tree": tree,
+        "output_root": settings.output_root, "store": settings.store, "run_id": run_id,
+        "user": user, "trigger": trigger, "module": settings.module,
+        "stamps": {d.key: d.changeset for d in planned.decisions if d.changeset},
+        "force": [d.key for d in decisions] if force else [],
+        "plan": rows, "targets": _targets(planned), "workers": workers,
+        "scheduler": scheduler,
+        "adopted": sorted({t["family"] for t in planned.graph["tasks"]
+                           if not t["hgtask"] and not t.get("external")}),
+    }
+    fd, ctxpath = tempfile.mkstemp(prefix="context-", suffix=".json", dir=logdir)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+
+    ui.status(_(b'building %d of %d tasks at %s (%s scheduler)\n')
+              % (len(todo), len(decisions), ctx.hex()[:12],
+                 _b(scheduler) if scheduler else b'local'))
+    events = {}
+    final = {}
+    started = time.time()
+    prog = ui.makeprogress(_(b'luigi'), unit=_(b'tasks'), total=len(todo))
+    log = open(logpath, "wb")
+    try:
+        proc = subprocess.Popen(
+            [settings.python, "-m", "hgext_luigi.runner"], cwd=tree,
+            env=index.pipeline_env({"HGEXT_LUIGI_CONTEXT": ctxpath}),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+    except OSError as e:
+        log.close()
+        store.end_run(run_id, "failed", {}, "cannot start %s: %s" % (settings.python, e))
+        raise error.Abort(_(b'cannot start %s: %s') % (pycompat.fsencode(settings.python),
+                                                         _b(e.strerror)))
+    try:
+        for line in proc.stdout:
+            try:
+                ev = json.loads(line.decode("utf-8"))
+            except ValueError:
+                continue
+            kind = ev.get("event")
+            if kind == "start":
+                ui.note(_(b'  started %s\n') % _b(ev["key"]))
+                events.setdefault(ev["key"], {})["task_id"] = ev["task_id"]
+            elif kind in ("success", "failure"):
+                info = events.setdefault(ev["key"], {})
+                info.update(ev)
+                prog.increment(item=_b(ev["key"]))
+                if kind == "success":
+                    ui.note(_(b'  built %s in %.2fs\n') % (_b(ev["key"]), ev["seconds"]))
+                else:
+                    ui.warn(_(b'  failed %s: %s\n') % (_b(ev["key"]), _b(ev["error"])))
+            elif kind == "done":
+                final = ev
+            elif kind == "error":
+                final = ev
+                ui.warn(_(b'luigi: %s\n') % _b(ev["message"]))
+        rc = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        prog.complete()
+        log.close()
+        try:
+            os.unlink(ctxpath)
+        except OSError:
+            pass
+    elapsed = time.time() - started
+
+    luigi_outcome = final.get("luigi", {})
+    outcomes = {}
+    rows_out = []
+    counts = {"ran": 0, "reused": 0, "failed": 0, "not run": 0}
+    for d in decisions:
+        ev = events.get(d.key, {})
+        error_msg = None
+        if ev.get("event") == "success":
+            outcome = "ran"
+        elif ev.get("event") == "failure":
+            outcome = "failed"
+            error_msg = ev.get("error")
+        elif ev:
+            outcome = "failed"
+            error_msg = "interrupted"
+        elif d.external:
+            outcome = "external"
+        elif not d.affected or luigi_outcome.get(d.key) == "already_done":
+            outcome = "reused"
+        else:
+            outcome = "not run"
+        counts[outcome] = counts.get(outcome, 0) + 1
+        outcomes[d.key] = (outcome, ev.get("task_id"), ev.get("seconds"))
+        rows_out.append((d, outcome, ev.get("seconds"), error_msg))
+    failed = counts["failed"] + counts["not run"] > 0 or rc != 0
+    status = "failed" if failed else "success"
+    store.end_run(run_id, status, outcomes, final.get("summary"))
+
+    fm = fm or ui.formatter(b'luigi-run', {})
+    width = max([len(d.key) for d in decisions] + [4])
+    for d, outcome, seconds, error_msg in rows_out:
+        fm.startitem()
+        fm.write(b'outcome', b'%-8s ', _b(outcome), label=b'luigi.outcome.%s'
+                 % _b(outcome.replace(' ', '-')))
+        fm.write(b'key', b'%%-%ds  ' % width, _b(d.key))
+        fm.plain(b'%-12s' % (_b(d.changeset[:12]) if d.changeset else b'-'))
+        fm.data(changeset=_b(d.changeset) if d.changeset else None, family=_b(d.family),
+                affected=d.affected, task=_b(outcomes[d.key][1]) if outcomes[d.key][1] else None)
+        fm.condwrite(seconds is not None, b'seconds', b'  %.2fs', seconds or 0.0)
+        fm.condwrite(bool(error_msg), b'error', b'  %s', _b(error_msg))
+        fm.plain(b'\n')
+    fm.end()
+    ui.status(_(b'%d ran, %d reused, %d failed, %d not run in %.1fs (run %s)\n')
+              % (counts["ran"], counts["reused"], counts["failed"], counts["not run"],
+                 elapsed, _b(run_id[:12])))
+    if failed:
+        ui.warn(_(b'luigi run failed; log: %s\n') % pycompat.fsencode(logpath))
+        return 1
+    return 0

@@ -1,0 +1,318 @@
+"""The lineage store: which changeset, run and inputs produced every output.
+
+Plain Python (``sqlite3`` from the standard library, no Mercurial and no Luigi) so
+that both sides use it: the hg process records runs and their plans, the Luigi
+runner subprocess (and its forked workers) record each task build as it happens.
+
+Everything goes through :class:`LineageStore`; :func:`open_store` picks the
+implementation.  Only SQLite exists today; a server database can be added behind
+the same methods.  Concurrency: WAL journal, a generous busy timeout and one short
+transaction per write, so several runs and workers can write at once without
+corrupting anything.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs(
+    id TEXT PRIMARY KEY, rev TEXT NOT NULL, started REAL, ended REAL,
+    user TEXT, trigger TEXT, status TEXT, scheduler TEXT, summary TEXT);
+CREATE TABLE IF NOT EXISTS run_tasks(
+    run_id TEXT NOT NULL, key TEXT NOT NULL, family TEXT, task_id TEXT,
+    changeset TEXT, base TEXT, affected INTEGER, reasons TEXT, outcome TEXT,
+    seconds REAL, PRIMARY KEY(run_id, key));
+CREATE TABLE IF NOT EXISTS builds(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, task_id TEXT NOT NULL,
+    key TEXT NOT NULL, family TEXT, params TEXT, changeset TEXT NOT NULL, base TEXT,
+    reasons TEXT, status TEXT NOT NULL, error TEXT, traceback TEXT,
+    started REAL, ended REAL, user TEXT, trigger TEXT, extra TEXT);
+CREATE INDEX IF NOT EXISTS builds_key ON builds(key, status);
+CREATE INDEX IF NOT EXISTS builds_task ON builds(task_id, status);
+CREATE INDEX IF NOT EXISTS builds_family ON builds(family);
+CREATE TABLE IF NOT EXISTS outputs(
+    build_id INTEGER NOT NULL, path TEXT NOT NULL, size INTEGER, sha256 TEXT);
+CREATE INDEX IF NOT EXISTS outputs_path ON outputs(path);
+CREATE INDEX IF NOT EXISTS outputs_build ON outputs(build_id);
+CREATE TABLE IF NOT EXISTS inputs(
+    build_id INTEGER NOT NULL, task_id TEXT, key TEXT, changeset TEXT, outputs TEXT);
+CREATE INDEX IF NOT EXISTS inputs_build ON inputs(build_id);
+"""
+
+
+class StoreError(Exception):
+    """The lineage store cannot be read or written."""
+
+
+def file_digest(path):
+    """(size, sha256) of a file, or of a directory's files taken in sorted order."""
+    if os.path.isdir(path):
+        h = hashlib.sha256()
+        size = 0
+        for top, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(top, name)
+                fsize, fhash = file_digest(full)
+                size += fsize
+                rel = os.path.relpath(full, path)
+                h.update(("%s\0%s\n" % (rel, fhash)).encode("utf-8", "surrogateescape"))
+        return size, h.hexdigest()
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            size += len(chunk)
+            h.update(chunk)
+    return size, h.hexdigest()
+
+
+def _loads(text, default):
+    if text is None:
+        return default
+    return json.loads(text)
+
+
+class LineageStore:
+    """SQLite-backed lineage store (``.hg/luigi/lineage.db``)."""
+
+    def __init__(self, path):
+        self.path = path
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout = 60000")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            with self._tx():
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self._db.execute(stmt)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+        except sqlite3.DatabaseError as e:
+            raise StoreError("cannot open lineage store %s: %s" % (path, e))
+
+    def close(self):
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self):
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    # -- runs (written by the hg side) ------------------------------------
+
+    def begin_run(self, run_id, rev, user, trigger, scheduler, plan_rows):
+        """Record a run and its plan: one row per task with stamp, base and reasons."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO runs(id, rev, started, user, trigger, status, scheduler)"
+                " VALUES (?, ?, ?, ?, ?, 'running', ?)",
+                (run_id, rev, time.time(), user, trigger, scheduler),
+            )
+            db.executemany(
+                "INSERT INTO run_tasks(run_id, key, family, task_id, changeset, base,"
+                " affected, reasons, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        run_id,
+                        r["key"],
+                        r["family"],
+                        r.get("task_id"),
+                        r["changeset"],
+                        r.get("base"),
+                        int(bool(r["affected"])),
+                        json.dumps(r.get("reasons", [])),
+                        r.get("outcome", "pending"),
+                    )
+                    for r in plan_rows
+                ],
+            )
+
+    def end_run(self, run_id, status, outcomes, summary=None):
+        """Close a run; ``outcomes`` maps task key -> (outcome, task_id, seconds)."""
+        with self._tx() as db:
+            for key, (outcome, task_id, seconds) in outcomes.items():
+                db.execute(
+                    "UPDATE run_tasks SET outcome = ?, task_id = COALESCE(?, task_id),"
+                    " seconds = ? WHERE run_id = ? AND key = ?",
+                    (outcome, task_id, seconds, run_id, key),
+                )
+            db.execute(
+                "UPDATE runs SET ended = ?, status = ?, summary = ? WHERE id = ?",
+                (time.time(), status, summary, run_id),
+            )
+
+    def latest_run(self, rev):
+        row = self._db.execute(
+            "SELECT * FROM runs WHERE rev = ? ORDER BY started DESC LIMIT 1", (rev,)
+        ).fetchone()
+        return dict(row) if row else None
+
+    def run_tasks(self, run_id):
+        rows = self._db.execute(
+            "SELECT * FROM run_tasks WHERE run_id = ? ORDER BY rowid", (run_id,)
+        ).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["reasons"] = _loads(d["reasons"], [])
+            d["affected"] = bool(d["affected"])
+            out.append(d)
+        return out
+
+    def has_records(self):
+        return self._db.execute("SELECT 1 FROM builds LIMIT 1").fetchone() is not None
+
+    # -- builds (written by the runner) -------------------------------------
+
+    def start_build(self, run_id, task_id, key, family, params, changeset, base,
+                    reasons, user, trigger):
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO builds(run_id, task_id, key, family, params, changeset, base,"
+                " reasons, status, started, user, trigger)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                (run_id, task_id, key, family, json.dumps(params, sort_keys=True),
+                 changeset, base, json.dumps(reasons or []), time.time(), user, trigger),
+            )
+            return cur.lastrowid
+
+    def finish_build(self, build_id, status, error=None, traceback=None,
+                     outputs=(), inputs=(), extra=None):
+        """Close a build.  ``outputs``: dicts path/size/sha256; ``inputs``: dicts
+        task_id/key/changeset/outputs (list of paths)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE builds SET status = ?, error = ?, traceback = ?, ended = ?,"
+                " extra = ? WHERE id = ?",
+                (status, error, traceback, time.time(),
+                 json.dumps(extra) if extra is not None else None, build_id),
+            )
+            db.executemany(
+                "INSERT INTO outputs(build_id, path, size, sha256) VALUES (?, ?, ?, ?)",
+                [(build_id, o["path"], o.get("size"), o.get("sha256")) for o in outputs],
+            )
+            db.executemany(
+                "INSERT INTO inputs(build_id, task_id, key, changeset, outputs)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(build_id, i.get("task_id"), i.get("key"), i.get("changeset"),
+                  json.dumps(i.get("outputs", []))) for i in inputs],
+            )
+
+    def has_success(self, task_id, changeset, run_id=None):
+        """Whether ``task_id`` was built successfully at ``changeset`` (in ``run_id``
+        when given).  This is what makes ``complete()`` a cheap stamp lookup."""
+        sql = "SELECT 1 FROM builds WHERE task_id = ? AND changeset = ? AND status = 'success'"
+        args = [task_id, changeset]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            args.append(run_id)
+        return self._db.execute(sql + " LIMIT 1", args).fetchone() is not None
+
+    def successes(self, key, limit=5):
+        """The latest successful build per distinct changeset of task ``key``, newest
+        first: dicts with changeset, build id, outputs and the inputs consumed."""
+        rows = self._db.execute(
+            "SELECT changeset, MAX(id) AS id FROM builds WHERE key = ? AND status = 'success'"
+            " GROUP BY changeset ORDER BY MAX(ended) DESC LIMIT ?",
+            (key, limit),
+        ).fetchall()
+        out = []
+        for r in rows:
+            out.append({
+                "changeset": r["changeset"],
+                "build": r["id"],
+                "outputs": [o["path"] for o in self.outputs(r["id"])],
+                "inputs": {i["key"]: i["changeset"] for i in self.inputs(r["id"])},
+            })
+        return out
+
+    def build(self, build_id):
+        row = self._db.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
+        return self._build_dict(row) if row else None
+
+    def success_for(self, task_id, changeset):
+        row = self._db.execute(
+            "SELECT * FROM builds WHERE task_id = ? AND changeset = ? AND status = 'success'"
+            " ORDER BY id DESC LIMIT 1",
+            (task_id, changeset),
+        ).fetchone()
+        return self._build_dict(row) if row else None
+
+    def success_for_key(self, key, changeset):
+        row = self._db.execute(
+            "SELECT * FROM builds WHERE key = ? AND changeset = ? AND status = 'success'"
+            " ORDER BY id DESC LIMIT 1",
+            (key, changeset),
+        ).fetchone()
+        return self._build_dict(row) if row else None
+
+    def last_build_in_run(self, run_id, key):
+        row = self._db.execute(
+            "SELECT * FROM builds WHERE run_id = ? AND key = ? ORDER BY id DESC LIMIT 1",
+            (run_id, key),
+        ).fetchone()
+        return self._build_dict(row) if row else None
+
+    def outputs(self, build_id):
+        return [dict(r) for r in self._db.execute(
+            "SELECT path, size, sha256 FROM outputs WHERE build_id = ? ORDER BY path",
+            (build_id,))]
+
+    def inputs(self, build_id):
+        out = []
+        for r in self._db.execute(
+                "SELECT task_id, key, changeset, outputs FROM inputs WHERE build_id = ?"
+                " ORDER BY key", (build_id,)):
+            d = dict(r)
+            d["outputs"] = _loads(d["outputs"], [])
+            out.append(d)
+        return out
+
+    def builds_producing(self, path):
+        """Successful builds that recorded ``path`` as an output, newest first."""
+        rows = self._db.execute(
+            "SELECT b.* FROM builds b JOIN outputs o ON o.build_id = b.id"
+            " WHERE o.path = ? AND b.status = 'success' ORDER BY b.id DESC",
+            (path,),
+        ).fetchall()
+        return [self._build_dict(r) for r in rows]
+
+    def history(self, name):
+        """Every build of a task family or task key, oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM builds WHERE family = ? OR key = ? OR task_id = ?"
+            " ORDER BY id",
+            (name, name, name),
+        ).fetchall()
+        return [self._build_dict(r) for r in rows]
+
+    def _build_dict(self, row):
+        d = dict(row)
+        d["params"] = _loads(d["params"], {})
+        d["reasons"] = _loads(d["reasons"], [])
+        d["extra"] = _loads(d["extra"], None)
+        return d
+
+
+def open_store(path):
+    """The lineage store at ``path`` (a SQLite file)."""
+    return LineageStore(path)

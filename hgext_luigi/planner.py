@@ -1,0 +1,212 @@
+"""Where Mercurial meets the plain-Python planner: revisions, status, matchers.
+
+Turns a changectx into the inputs :func:`hgext_luigi.plan.classify` wants (graph
+nodes, per-task history from the lineage store, ``status`` between two revisions,
+Mercurial matchers for ``watches``) and shows the result.
+"""
+
+import os
+import re
+
+from mercurial import error, match as matchmod, pycompat, scmutil
+from mercurial.i18n import _
+
+from . import config, index, lineage, plan, tree as treemod
+
+
+def resolve_rev(repo, rev):
+    """The changectx to build: REV, else ``.``, else ``tip`` where there is no
+    working directory (a server repository)."""
+    if rev:
+        return scmutil.revsingle(repo, rev)
+    if repo.dirstate.p1() == repo.nullid:
+        return repo[b'tip']
+    return repo[b'.']
+
+
+class Workspace:
+    """Lazily materialized tree of one revision, released on exit."""
+
+    def __init__(self, ui, repo, ctx, settings):
+        self.ui = ui
+        self.repo = repo
+        self.ctx = ctx
+        self.settings = settings
+        self.tree = None
+
+    def path(self):
+        if self.tree is None:
+            ui = self.ui
+
+            def progress(total):
+                return ui.makeprogress(_(b'materializing'), unit=_(b'files'), total=total)
+
+            self.tree = treemod.materialize(self.repo, self.ctx, keep=self.settings.tree_cache,
+                                            progress=progress)
+            ui.debug(b'luigi: tree %s (%d files written)\n' % (self.tree.path, self.tree.written))
+        return pycompat.fsdecode(self.tree.path)
+
+    def release(self):
+        if self.tree is not None:
+            self.tree.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class Matchers:
+    """``watches`` of every task as Mercurial matchers; filesets (``set:``) are
+    evaluated at the planned revision and, for removed files, at the base."""
+
+    def __init__(self, repo, ctx, nodes):
+        self.repo = repo
+        self.ctx = ctx
+        self.nodes = nodes
+        self._at = {}
+        for key, node in nodes.items():
+            if node.watches:
+                self._at[(key, None)] = self._build(key, ctx)
+
+    def _build(self, key, ctx):
+        pats = [pycompat.fsencode(p) for p in self.nodes[key].watches]
+        try:
+            m = matchmod.match(self.repo.root, b'', pats, ctx=ctx, default=b'glob')
+            m(b'')  # compile lazily built regexes now, so errors show here
+            return m
+        except (error.Abort, error.ParseError, re.error, ValueError, TypeError) as e:
+            msg = e.message if isinstance(e, error.Abort) else pycompat.bytestr(str(e))
+            if isinstance(e, error.ParseError):
+                msg = pycompat.bytestr(e.args[0])
+            raise error.Abort(_(b'invalid pattern in watches of %s: %s')
+                              % (pycompat.bytestr(key), msg),
+                              hint=_(b'see hg help patterns and hg help filesets'))
+
+    def __call__(self, key, path, kind=None, base=None):
+        m = self._at.get((key, None))
+        if m is None:
+            return False
+        bpath = pycompat.fsencode(path)
+        if m(bpath):
+            return True
+        if kind == 'removed' and base and any(p.startswith('set:')
+                                               for p in self.nodes[key].watches):
+            mb = self._at.get((key, base))
+            if mb is None:
+                mb = self._at[(key, base)] = self._build(key, self.repo.unfiltered()[base])
+            return mb(bpath)
+        return False
+
+
+def changes_since(repo, ctx):
+    """A ``changes(base)`` function for :func:`plan.classify`."""
+    unfi = repo.unfiltered()
+
+    def changes(base):
+        try:
+            bctx = unfi[pycompat.sysbytes(base)]
+        except (error.RepoLookupError, error.LookupError, error.FilteredRepoLookupError):
+            return None
+        st = unfi.status(bctx.node(), ctx.node())
+        out = {}
+        for kind, files in (('modified', st.modified), ('added', st.added),
+                            ('removed', st.removed)):
+            for f in files:
+                out[pycompat.fsdecode(f)] = kind
+        return out
+
+    return changes
+
+
+def graph_nodes(graph):
+    return {t["key"]: plan.Node(t["key"], t["family"], t["requires"], t["watches"],
+                                t["code"], t.get("external", False), t["params"])
+            for t in graph["tasks"]}
+
+
+class Planned:
+    def __init__(self, ctx, graph, nodes, roots, decisions, selected):
+        self.ctx = ctx
+        self.graph = graph
+        self.nodes = nodes
+        self.roots = roots
+        self.decisions = decisions
+        self.by_key = {d.key: d for d in decisions}
+        self.selected = selected
+        self.tasks = {t["key"]: t for t in graph["tasks"]}
+
+    @property
+    def affected(self):
+        return [d for d in self.decisions if d.affected]
+
+
+def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
+    """Plan ``ctx``: load the graph (cached), then classify every task."""
+    graph = index.load(ui, ctx, settings, workspace.path)
+    nodes = graph_nodes(graph)
+    roots = list(graph["roots"])
+    try:
+        selected = plan.select(nodes, names) if names else None
+        wanted = roots + [k for k in (selected or []) if k not in roots]
+        matches = Matchers(repo, ctx, {k: n for k, n in nodes.items()})
+        own_store = store is None
+        if own_store:
+            store = lineage.open_store(settings.store)
+        try:
+            decisions = plan.classify(
+                nodes, wanted, pycompat.sysstr(ctx.hex()), store.successes,
+                changes_since(repo, ctx), matches, force=force)
+        finally:
+            if own_store:
+                store.close()
+    except plan.PlanError as e:
+        raise error.Abort(pycompat.bytestr(str(e)),
+                          hint=pycompat.bytestr(e.hint) if e.hint else None)
+    except lineage.StoreError as e:
+        raise error.Abort(pycompat.bytestr(str(e)))
+    return Planned(ctx, graph, nodes, roots, decisions, selected)
+
+
+def task_id(planned, decision):
+    """The Luigi task id the task has (or will have) at its stamp."""
+    from luigi.task import task_id_str  # only commands that print ids need Luigi
+
+    t = planned.tasks[decision.key]
+    params = dict(t["params"])
+    if t["hgtask"] and decision.changeset:
+        params["changeset"] = decision.changeset
+    return task_id_str(t["family"], params)
+
+
+def _b(s):
+    return pycompat.bytestr(s) if s is not None else b''
+
+
+def show(ui, planned, fm, with_ids=True):
+    """The plan as a table (text) or one object per task (``-T json``)."""
+    decisions = planned.decisions
+    if planned.selected is not None:
+        keep = set(plan.toposort(planned.nodes, planned.selected))
+        decisions = [d for d in decisions if d.key in keep]
+    width = max([len(d.key) for d in decisions] + [4])
+    fm.plain(b'%-*s  %-10s  %-12s  %s\n' % (width, b'TASK', b'STATUS', b'STAMP', b'WHY'))
+    for d in decisions:
+        fm.startitem()
+        if with_ids:
+            fm.data(task=_b(task_id(planned, d)))
+        fm.write(b'key', b'%%-%ds  ' % width, _b(d.key), label=b'luigi.task')
+        fm.write(b'status', b'%-10s  ', _b(d.status), label=b'luigi.status.%s' % _b(d.status))
+        fm.plain(b'%-12s  ' % (_b(d.changeset[:12]) if d.changeset else b'-'))
+        fm.data(family=_b(d.family), affected=d.affected,
+                changeset=_b(d.changeset) if d.changeset else None,
+                base=_b(d.base) if d.base else None,
+                reasons=[_b(r) for r in d.reasons])
+        why = d.reasons[0] if d.reasons else ''
+        if len(d.reasons) > 1:
+            why += ' (+%d more)' % (len(d.reasons) - 1)
+        fm.plain(b'%s\n' % _b(why))
+    n = sum(1 for d in decisions if d.affected)
+    fm.plain(_(b'%d of %d tasks affected at %s\n')
+             % (n, len(decisions), planned.ctx.hex()[:12]))

@@ -1,0 +1,211 @@
+"""Run the planned tasks through Luigi (subprocess side).
+
+``python -m hgext_luigi.runner``, with ``HGEXT_LUIGI_CONTEXT`` naming the run's
+context file and the current directory set to the tree materialized at the
+revision.  Pipeline code therefore runs as of that changeset, in a process of its
+own: it cannot crash or hang hg.
+
+Every task build is recorded in the lineage store from Luigi's event handlers
+(which, with several workers, fire in the forked worker that ran the task), and
+reported to hg as one JSON line per event on the original standard output.
+"""
+
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+
+_events_fd = None
+
+
+def emit(**event):
+    if _events_fd is None:
+        return
+    line = (json.dumps(event) + "\n").encode("utf-8")
+    try:
+        os.write(_events_fd, line)
+    except OSError:
+        pass
+
+
+def _die_with_parent():
+    """Ask Linux to kill us if hg dies, so an orphaned run never goes on alone."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:
+            os._exit(3)
+    except Exception:
+        pass
+
+
+def _outputs(task):
+    from luigi.task import flatten
+
+    from .lineage import file_digest
+
+    out = []
+    missing = []
+    for target in flatten(task.output()):
+        path = getattr(target, "path", None)
+        if path is None:
+            continue
+        path = os.path.abspath(path)
+        if not os.path.exists(path):
+            missing.append(path)
+            continue
+        size, digest = file_digest(path)
+        out.append({"path": path, "size": size, "sha256": digest})
+    return out, missing
+
+
+def main():
+    global _events_fd
+    from . import context
+
+    ctx = context.current()
+    if ctx is None:
+        sys.stderr.write("hgext_luigi.runner: %s is not set\n" % context.ENV)
+        return 2
+    _die_with_parent()
+    _events_fd = os.dup(1)
+    os.dup2(2, 1)  # prints of the pipeline go to the run's log, not into the events
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    import luigi
+    import luigi.setup_logging
+    from luigi.task import flatten
+
+    from .task import HgTask, str_params, task_key
+
+    luigi.setup_logging.InterfaceLogging._configured = True
+    sys.path.insert(0, ctx.tree)
+    os.chdir(ctx.tree)
+    data = ctx.data
+
+    try:
+        importlib.import_module(data["module"])
+    except Exception as e:
+        emit(event="error", message="pipeline module failed to import: %s: %s"
+             % (type(e).__name__, e))
+        traceback.print_exc()
+        return 2
+
+    store = ctx.store
+    registry = luigi.task_register.Register
+
+    def changeset_of(task, key):
+        return task.changeset if isinstance(task, HgTask) else ctx.stamp_for(key)
+
+    # plain luigi.Task classes adopted through the watches file: complete only when
+    # the lineage store has their build at the planned stamp
+    for family in data.get("adopted", []):
+        cls = registry.get_task_cls(family)
+
+        def complete(self, _orig=cls.complete):
+            key = task_key(self)
+            if flatten(self.output()) and not _orig(self):
+                return False
+            return ctx.is_built(self.task_id, ctx.stamp_for(key), key)
+
+        cls.complete = complete
+
+    def start_build(task):
+        key = task_key(task)
+        row = ctx.plan.get(key, {})
+        build = store.start_build(
+            ctx.run_id, task.task_id, key, task.get_task_family(), str_params(task),
+            changeset_of(task, key), row.get("base"), row.get("reasons"),
+            ctx.user, ctx.trigger)
+        return key, build
+
+    @luigi.Task.event_handler(luigi.Event.START)
+    def on_start(task):
+        key, build = start_build(task)
+        task._hgluigi = (key, build, time.time())
+        emit(event="start", key=key, task_id=task.task_id)
+
+    @luigi.Task.event_handler(luigi.Event.SUCCESS)
+    def on_success(task):
+        key, build, started = getattr(task, "_hgluigi", None) or (start_build(task) + (time.time(),))
+        seconds = time.time() - started
+        outputs, missing = _outputs(task)
+        if missing:
+            error = "finished without writing its output %s" % missing[0]
+            store.finish_build(build, "failed", error=error, outputs=outputs)
+            emit(event="failure", key=key, task_id=task.task_id, error=error, seconds=seconds)
+            return
+        inputs = []
+        for dep in flatten(task.requires()):
+            dkey = task_key(dep)
+            douts, _missing = _outputs(dep)
+            inputs.append({"task_id": dep.task_id, "key": dkey,
+                           "changeset": changeset_of(dep, dkey),
+                           "outputs": [o["path"] for o in douts]})
+        store.finish_build(build, "success", outputs=outputs, inputs=inputs)
+        emit(event="success", key=key, task_id=task.task_id, seconds=seconds)
+
+    def fail(task, error, tb=None):
+        info = getattr(task, "_hgluigi", None)
+        if info is None:
+            key, build = start_build(task)
+            started = time.time()
+        else:
+            key, build, started = info
+        seconds = time.time() - started
+        store.finish_build(build, "failed", error=error, traceback=tb)
+        emit(event="failure", key=key, task_id=task.task_id, error=error, seconds=seconds)
+
+    @luigi.Task.event_handler(luigi.Event.FAILURE)
+    def on_failure(task, exc):
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        fail(task, "%s: %s" % (type(exc).__name__, exc), tb)
+
+    @luigi.Task.event_handler(luigi.Event.PROCESS_FAILURE)
+    def on_process_failure(task, message):
+        fail(task, "worker process failed: %s" % message)
+
+    @luigi.Task.event_handler(luigi.Event.BROKEN_TASK)
+    def on_broken(task, exc):
+        fail(task, "broken task: %s: %s" % (type(exc).__name__, exc))
+
+    targets = []
+    for t in data["targets"]:
+        cls = registry.get_task_cls(t["family"])
+        targets.append(cls.from_str_params(t["params"]))
+
+    options = {"detailed_summary": True, "workers": max(1, int(data.get("workers") or 1)),
+               "no_lock": True}
+    if data.get("scheduler"):
+        options["scheduler_url"] = data["scheduler"]
+    else:
+        options["local_scheduler"] = True
+    emit(event="scheduling", count=len(targets))
+    try:
+        result = luigi.build(targets, **options)
+    except Exception as e:
+        emit(event="error", message="luigi failed: %s: %s" % (type(e).__name__, e))
+        traceback.print_exc()
+        return 2
+    from luigi.execution_summary import _partition_tasks
+
+    parts = _partition_tasks(result.worker)
+    outcome = {}
+    for name, tasks in parts.items():
+        for task in tasks:
+            outcome[task_key(task)] = name
+    emit(event="done", succeeded=bool(result.scheduling_succeeded),
+         status=str(result.status), luigi=outcome, summary=result.summary_text)
+    return 0 if result.scheduling_succeeded else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""``HgTask``: a Luigi task built at a Mercurial changeset.
+
+Pipeline authors subclass :class:`HgTask`, list the repository paths it reads in
+``watches`` and read and write through :meth:`HgTask.source_path` and
+:meth:`HgTask.stamped_target`.  The ``changeset`` parameter is filled in by
+``hg luigi-run``: the revision being built for an affected task, the changeset of
+the build being reused for an unaffected one.
+"""
+
+import os
+
+import luigi
+from luigi.task import flatten
+
+from . import context
+
+_PENDING = "0" * 40
+
+
+def format_key(family, pairs):
+    """``Family(name=value, ...)``: a task's identity across revisions."""
+    return "%s(%s)" % (family, ", ".join("%s=%s" % (n, v) for n, v in pairs))
+
+
+def _key_from_values(family, params, values):
+    objs = dict(params)
+    pairs = []
+    for name, value in values:
+        p = objs[name]
+        if name == "changeset" or not p.significant or not getattr(p, "visibility", 0) == 0:
+            continue
+        pairs.append((name, p.serialize(value)))
+    return format_key(family, pairs)
+
+
+def task_key(task):
+    """The key of a task instance (an ``HgTask`` or a plain ``luigi.Task``)."""
+    params = task.get_params()
+    values = [(n, getattr(task, n)) for n, _p in params]
+    return _key_from_values(task.get_task_family(), params, values)
+
+
+def str_params(task):
+    """The task's significant parameters as strings, without ``changeset``."""
+    out = task.to_str_params(only_significant=True, only_public=True)
+    out.pop("changeset", None)
+    return out
+
+
+def _safe_relpath(relpath):
+    rel = os.path.normpath(os.fspath(relpath))
+    if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep):
+        raise ValueError("path must stay inside the tree: %r" % (relpath,))
+    return rel
+
+
+class HgTask(luigi.Task):
+    """A Luigi task whose outputs are stamped with the changeset it was built at.
+
+    ``watches``: Mercurial patterns (default kind ``glob:``, relative to the
+    repository root; ``path:``, ``re:`` and ``set:`` filesets work too) of the files
+    the task reads.  ``{name}`` in a pattern is replaced by the task's parameter
+    ``name`` (escaped, so parameter values are plain data).  Changes to the module
+    that defines the class, and the repository modules it imports, affect the
+    task without being listed.
+    """
+
+    watches = []
+
+    changeset = luigi.Parameter(
+        positional=False,
+        description="Full hex of the Mercurial changeset this task is built at "
+        "(filled in by hg luigi-run).",
+    )
+
+    @classmethod
+    def get_param_values(cls, params, args, kwargs):
+        if "changeset" in kwargs:
+            return super().get_param_values(params, args, kwargs)
+        ctx = context.current()
+        values = super().get_param_values(params, args, dict(kwargs, changeset=_PENDING))
+        if ctx is None:
+            raise luigi.parameter.MissingParameterException(
+                "%s: the changeset parameter is filled in by 'hg luigi-run'; pass "
+                "changeset=<full hex> when instantiating it elsewhere" % cls.get_task_family())
+        key = _key_from_values(cls.get_task_family(), params, values)
+        stamp = ctx.stamp_for(key)
+        return [(n, stamp if n == "changeset" else v) for n, v in values]
+
+    @property
+    def hg_key(self):
+        return task_key(self)
+
+    def stamped_target(self, relpath, **kwargs):
+        """A ``luigi.LocalTarget`` under the output root, in a folder named after the
+        full changeset hash.  ``target.open('w')`` writes atomically."""
+        ctx = context.current()
+        if ctx is None or not ctx.output_root:
+            raise RuntimeError("stamped_target() needs a run started by 'hg luigi-run'")
+        path = os.path.join(ctx.output_root, self.changeset, _safe_relpath(relpath))
+        return luigi.LocalTarget(path, **kwargs)
+
+    def source_path(self, relpath):
+        """The path of repository file ``relpath`` as of this task's changeset."""
+        ctx = context.current()
+        if ctx is None:
+            raise RuntimeError("source_path() needs a run started by 'hg luigi-run'")
+        return os.path.join(ctx.tree_for(self.changeset), _safe_relpath(relpath))
+
+    def complete(self):
+        """Complete when every output exists and the lineage store holds a successful
+        build of this task at its changeset.  A task without outputs (a deployment)
+        is complete by its lineage record alone."""
+        outputs = flatten(self.output())
+        if not all(o.exists() for o in outputs):
+            return False
+        ctx = context.current()
+        if ctx is None or ctx.store is None:
+            return bool(outputs)
+        return ctx.is_built(self.task_id, self.changeset, self.hg_key)

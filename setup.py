@@ -1,0 +1,29 @@
+"""Install hgext_luigi: a Mercurial extension that plans, runs and traces Luigi pipelines."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="hgext_luigi",
+    version="0.1.0",
+    description=(
+        "Mercurial extension: run the Luigi tasks a changeset affects, stamp every "
+        "output with the changeset and answer lineage questions"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="GPL-2.0-or-later",
+    python_requires=">=3.9",
+    packages=find_packages(include=["hgext_luigi", "hgext_luigi.*"]),
+    install_requires=[
+        "mercurial>=6.5",
+        "luigi>=3.5",
+        "ansible-runner>=2.3",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Software Development :: Version Control :: Mercurial",
+    ],
+)

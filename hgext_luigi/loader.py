@@ -130,7 +130,10 @@ def local_modules(tree):
     return out
 
 
-def _imports(modname, relpath, tree, is_pkg):
+def _imports(modname, relpath, tree, is_pkg, modules):
+    """Repository modules ``modname`` imports.  ``from pkg import mod`` counts as an
+    import of ``pkg.mod`` only: a package's ``__init__`` that imports all its
+    submodules would otherwise tie every task to every module."""
     try:
         with open(os.path.join(tree, relpath), "rb") as f:
             node = ast.parse(f.read(), relpath)
@@ -140,10 +143,7 @@ def _imports(modname, relpath, tree, is_pkg):
     names = set()
     for n in ast.walk(node):
         if isinstance(n, ast.Import):
-            for a in n.names:
-                parts = a.name.split(".")
-                for i in range(1, len(parts) + 1):
-                    names.add(".".join(parts[:i]))
+            names.update(a.name for a in n.names)
         elif isinstance(n, ast.ImportFrom):
             if n.level:
                 base_parts = package.split(".") if package else []
@@ -152,10 +152,9 @@ def _imports(modname, relpath, tree, is_pkg):
                 base = ".".join(base_parts + ([n.module] if n.module else []))
             else:
                 base = n.module or ""
-            if base:
-                names.add(base)
             for a in n.names:
-                names.add((base + "." if base else "") + a.name)
+                sub = (base + "." if base else "") + a.name
+                names.add(sub if sub in modules else base)
     return names
 
 
@@ -165,7 +164,8 @@ def code_closure(modules, tree):
     direct = {}
     for name, rel in modules.items():
         is_pkg = os.path.basename(rel) == "__init__.py"
-        direct[name] = {m for m in _imports(name, rel, tree, is_pkg) if m in modules and m != name}
+        direct[name] = {m for m in _imports(name, rel, tree, is_pkg, modules)
+                        if m in modules and m != name}
     out = {}
     for name in modules:
         seen = {name}

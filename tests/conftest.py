@@ -1,0 +1,169 @@
+"""Fixtures: the real ``hg`` executable on temporary repositories, a real ``luigid``."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+
+def tool(name):
+    path = os.path.join(BIN, name)
+    if os.path.exists(path):
+        return path
+    found = shutil.which(name)
+    if not found:
+        pytest.fail("%s not found next to %s nor on PATH" % (name, sys.executable))
+    return found
+
+
+class Hg:
+    """Runs the real ``hg`` with an isolated configuration."""
+
+    def __init__(self, home):
+        self.exe = tool("hg")
+        self.home = home
+        self.hgrc = os.path.join(home, "hgrc")
+        with open(self.hgrc, "w") as f:
+            f.write("[extensions]\nhgext_luigi =\n[ui]\nusername = Alice <alice@example.com>\n")
+        self.env = dict(os.environ)
+        for k in list(self.env):
+            if k.startswith("HG") or k == "HGEXT_LUIGI_CONTEXT":
+                del self.env[k]
+        self.env.update({
+            "HGRCPATH": self.hgrc, "HGPLAIN": "1", "HOME": home,
+            "HGENCODING": "utf-8", "PATH": BIN + os.pathsep + os.environ.get("PATH", ""),
+            "LANG": "C.UTF-8",
+        })
+
+    def __call__(self, *args, cwd=None, check=True, input=None, env=None, timeout=300):
+        e = dict(self.env)
+        if env:
+            e.update(env)
+        proc = subprocess.run([self.exe] + [str(a) for a in args], cwd=cwd, env=e,
+                              input=input, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError("hg %s failed (%d)\nstdout:\n%s\nstderr:\n%s"
+                                 % (" ".join(map(str, args)), proc.returncode,
+                                    proc.stdout, proc.stderr))
+        return proc
+
+    def popen(self, *args, cwd=None, **kw):
+        return subprocess.Popen([self.exe] + [str(a) for a in args], cwd=cwd, env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, **kw)
+
+    def json(self, *args, cwd=None):
+        out = self(*args, "-T", "json", cwd=cwd).stdout
+        return json.loads(out)
+
+
+@pytest.fixture
+def hg(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    return Hg(str(home))
+
+
+def write(path, text, mode="w"):
+    path = str(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, mode, encoding="utf-8") as f:
+        f.write(text)
+
+
+class Repo:
+    def __init__(self, hg, path):
+        self.hg = hg
+        self.path = str(path)
+
+    def __call__(self, *args, **kw):
+        return self.hg(*args, cwd=self.path, **kw)
+
+    def json(self, *args):
+        return self.hg.json(*args, cwd=self.path)
+
+    def write(self, rel, text, mode="w"):
+        write(os.path.join(self.path, rel), text, mode)
+
+    def commit(self, message, *args):
+        self("commit", "-A", "-m", message, *args)
+        return self("log", "-r", ".", "-T", "{node}").stdout
+
+    def config(self, text):
+        write(os.path.join(self.path, ".hg", "hgrc"), text, "a")
+
+    @property
+    def state(self):
+        return os.path.join(self.path, ".hg", "luigi")
+
+    def affected(self, *args):
+        return {t["key"]: t for t in self.json("luigi-affected", *args)}
+
+
+def make_demo_repo(hg, path):
+    """A repository holding the example pipeline and its data, committed."""
+    os.makedirs(path)
+    hg("init", path)
+    shutil.copytree(os.path.join(ROOT, "pipelines"), os.path.join(path, "pipelines"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(os.path.join(ROOT, "demo", "data"), os.path.join(path, "data"))
+    shutil.copytree(os.path.join(ROOT, "demo", "docs"), os.path.join(path, "docs"))
+    repo = Repo(hg, path)
+    repo.commit("example pipeline and data")
+    return repo
+
+
+@pytest.fixture
+def demo(hg, tmp_path):
+    return make_demo_repo(hg, str(tmp_path / "repo"))
+
+
+@pytest.fixture
+def empty_repo(hg, tmp_path):
+    path = str(tmp_path / "repo")
+    hg("init", path)
+    return Repo(hg, path)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def luigid(tmp_path):
+    """A real central scheduler on a free loopback port."""
+    port = free_port()
+    logdir = tmp_path / "luigid"
+    logdir.mkdir()
+    proc = subprocess.Popen(
+        [tool("luigid"), "--address", "127.0.0.1", "--port", str(port),
+         "--logdir", str(logdir), "--state-path", str(logdir / "state.pickle")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = "http://127.0.0.1:%d" % port
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/api/task_list?data=%7B%7D", timeout=1).read()
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("luigid did not start")
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -57,7 +57,12 @@ class Context:
         store = self.store
         if store is None:
             return False
-        run_id = self.run_id if key in self.force else None
+        # a task the plan says must be built counts only when built by this run: an
+        # older success at the same changeset (its upstream since rebuilt, its output
+        # since deleted) must not satisfy it
+        row = self.plan.get(key)
+        must_build = key in self.force or bool(row and row.get("affected"))
+        run_id = self.run_id if must_build else None
         return store.has_success(task_id, changeset, run_id=run_id)
 
     def tree_for(self, changeset):

@@ -63,6 +63,39 @@ class RunLock:
         self.release()
 
 
+# why Luigi left a task unrun (names from luigi.execution_summary)
+_NOT_RUN = {
+    "not_run": "not granted run permission by the scheduler (a central luigid refuses "
+               "to rerun a task it marked done in the last stable_done_cooldown_secs)",
+    "upstream_failure": "an upstream task failed",
+    "upstream_missing_dependency": "an upstream dependency is missing",
+    "still_pending_ext": "an external dependency is missing",
+    "run_by_other_worker": "being run by another worker",
+    "upstream_run_by_other_worker": "an upstream task is being run by another worker",
+    "scheduling_error": "failed scheduling",
+    "upstream_scheduling_error": "an upstream task failed scheduling",
+}
+
+
+def check_scheduler(url):
+    """Fail fast, with a clear message, when the central scheduler is unreachable
+    (Luigi itself would retry for a minute and a half)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered: a server is there
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise error.Abort(_(b'cannot reach the Luigi scheduler at %s: %s')
+                          % (_b(url), _b(str(reason))),
+                          hint=_(b'start luigid there, or drop --scheduler / [luigi] '
+                                 b'scheduler to use the local scheduler'))
+
+
 def warn_dirty(ui, repo, ctx):
     if repo.dirstate.p1() == repo.nullid:
         return
@@ -86,6 +119,8 @@ def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None):
     scheduler = pycompat.sysstr(sched) if sched else settings.scheduler
     if trigger == "manual":
         warn_dirty(ui, repo, ctx)
+    if scheduler and not opts.get("dry_run"):
+        check_scheduler(scheduler)
     with RunLock(settings.state, settings.lock_timeout), \
             planner.Workspace(ui, repo, ctx, settings) as ws:
         try:
@@ -140,7 +175,10 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f)
 
-    ui.status(_(b'building %d of %d tasks at %s (%s scheduler)\n')
+    fm = fm or ui.formatter(b'luigi-run', {})
+    # with -T json stdout holds the JSON document alone; the chatter goes to stderr
+    say = ui.status if fm.isplain() else (lambda m: ui.quiet or ui.write_err(m))
+    say(_(b'building %d of %d tasks at %s (%s scheduler)\n')
               % (len(todo), len(decisions), ctx.hex()[:12],
                  _b(scheduler) if scheduler else b'local'))
     events = {}
@@ -216,6 +254,8 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
             outcome = "reused"
         else:
             outcome = "not run"
+            why = luigi_outcome.get(d.key)
+            error_msg = _NOT_RUN.get(why, why.replace("_", " ") if why else None)
         counts[outcome] = counts.get(outcome, 0) + 1
         outcomes[d.key] = (outcome, ev.get("task_id"), ev.get("seconds"))
         rows_out.append((d, outcome, ev.get("seconds"), error_msg))
@@ -223,7 +263,6 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
     status = "failed" if failed else "success"
     store.end_run(run_id, status, outcomes, final.get("summary"))
 
-    fm = fm or ui.formatter(b'luigi-run', {})
     width = max([len(d.key) for d in decisions] + [4])
     for d, outcome, seconds, error_msg in rows_out:
         fm.startitem()
@@ -237,7 +276,7 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
         fm.condwrite(bool(error_msg), b'error', b'  %s', _b(error_msg))
         fm.plain(b'\n')
     fm.end()
-    ui.status(_(b'%d ran, %d reused, %d failed, %d not run in %.1fs (run %s)\n')
+    say(_(b'%d ran, %d reused, %d failed, %d not run in %.1fs (run %s)\n')
               % (counts["ran"], counts["reused"], counts["failed"], counts["not run"],
                  elapsed, _b(run_id[:12])))
     if failed:

@@ -201,7 +201,10 @@ def main():
     outcome = {}
     for name, tasks in parts.items():
         for task in tasks:
-            outcome[task_key(task)] = name
+            key = task_key(task)
+            if name == "still_pending" and key in outcome:
+                continue  # keep the more precise sub-status
+            outcome[key] = name
     emit(event="done", succeeded=bool(result.scheduling_succeeded),
          status=str(result.status), luigi=outcome, summary=result.summary_text)
     return 0 if result.scheduling_succeeded else 1

@@ -121,7 +121,7 @@ def _write_build(fm, store, build):
             reasons=[_b(r) for r in build['reasons']],
             started=_when(build['started']), ended=_when(build['ended']),
             outputs=_outputs_data(outputs), inputs=_inputs_data(inputs),
-            run=_b(build['run_id']))
+            run=_b(build['run_id']), error=_b(build['error']) if build['error'] else None)
     for o in outputs:
         fm.plain(b'    output %s  %d bytes  sha256 %s\n'
                  % (_b(o['path']), o['size'] or 0, _b((o['sha256'] or '')[:12])))
@@ -241,7 +241,6 @@ def _by_task(ui, store, fm, name):
         fm.write(b'built user trigger', b'%s by %s (%s)\n', _when(b['ended'] or b['started']),
                  _b(b['user']), _b(b['trigger']))
         _write_build(fm, store, b)
-        fm.data(error=_b(b['error']) if b['error'] else None)
     fm.end()
     return 0
 

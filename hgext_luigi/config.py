@@ -7,7 +7,18 @@ Every option the extension reads is registered here with its default, so
 import os
 import sys
 
-from mercurial import pycompat, registrar
+from mercurial import encoding, pycompat, registrar
+
+
+def local(s):
+    """A ``str`` (task keys, paths, messages: UTF-8 data) as bytes in the local
+    encoding, the way Mercurial writes to the terminal and formatters."""
+    if s is None:
+        return b''
+    if isinstance(s, bytes):
+        return s
+    return encoding.tolocal(str(s).encode('utf-8', 'surrogateescape'))
+
 
 configtable = {}
 configitem = registrar.configitem(configtable)

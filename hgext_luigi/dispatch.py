@@ -155,6 +155,10 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
     run_id = uuid.uuid4().hex
     user = pycompat.sysstr(ui.username(acceptempty=True) or b'unknown')
     rows = [dict(d.as_dict()) for d in decisions]
+    stale = store.interrupt_stale()
+    if stale:
+        ui.warn(_(b'luigi: %d task builds of an earlier run that was killed are recorded '
+                  b'as failed\n') % stale)
     store.begin_run(run_id, rev, user, trigger, scheduler or "local", rows)
 
     logdir = os.path.join(settings.state, "logs")

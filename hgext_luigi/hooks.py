@@ -8,7 +8,7 @@ after the repository lock is released, so builds never hold it.
 Hooks return a false value on success, as Mercurial expects.
 """
 
-from mercurial import error, pycompat
+from mercurial import error
 from mercurial.i18n import _
 
 from . import config
@@ -38,7 +38,7 @@ def commit_hook(ui, repo, hooktype, node=None, **kwargs):
             if not affected:
                 ui.status(_(b'luigi: no task affected by %s\n') % ctx.hex()[:12])
             else:
-                names = b', '.join(pycompat.bytestr(d.key) for d in affected[:6])
+                names = b', '.join(config.local(d.key) for d in affected[:6])
                 more = b' and %d more' % (len(affected) - 6) if len(affected) > 6 else b''
                 ui.status(_(b'luigi: %d of %d tasks affected by %s: %s%s\n')
                           % (len(affected), len(planned.decisions), ctx.hex()[:12],

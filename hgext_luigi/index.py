@@ -18,6 +18,8 @@ from mercurial import error, pycompat
 from mercurial.i18n import _
 from mercurial.node import hex as hexnode
 
+from . import config
+
 _KEEP = 8  # cached graphs per settings
 
 
@@ -89,7 +91,7 @@ def load(ui, ctx, settings, get_tree):
         return graph
     tree = get_tree()
     ui.note(_(b'loading pipeline %s at %s\n')
-            % (pycompat.bytestr(settings.module), ctx.hex()[:12]))
+            % (config.local(settings.module), ctx.hex()[:12]))
     args = dict(settings.index_settings(), tree=tree, rev=pycompat.sysstr(ctx.hex()))
     fd, path = tempfile.mkstemp(prefix="hgluigi-index-", suffix=".json")
     try:
@@ -104,7 +106,7 @@ def load(ui, ctx, settings, get_tree):
         except OSError as e:
             raise error.Abort(_(b'cannot start %s: %s')
                               % (pycompat.fsencode(settings.python),
-                                 pycompat.bytestr(e.strerror)),
+                                 config.local(e.strerror)),
                               hint=_(b'set [luigi] python to an interpreter with luigi'))
     finally:
         os.unlink(path)
@@ -114,7 +116,7 @@ def load(ui, ctx, settings, get_tree):
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise error.Abort(_(b'loading the pipeline failed (exit %d): %s')
                           % (proc.returncode,
-                             pycompat.bytestr(err[-1] if err else "no output")))
+                             config.local(err[-1] if err else "no output")))
     if proc.stderr:
         ui.debug(proc.stderr)
     if not result.get("ok"):
@@ -124,7 +126,7 @@ def load(ui, ctx, settings, get_tree):
 
 
 def raise_load_error(err, ctx):
-    b = lambda s: pycompat.bytestr(s) if s is not None else b''  # noqa: E731
+    b = config.local
     msg = b(err["message"])
     where = b''
     if err.get("file"):

@@ -119,6 +119,18 @@ class LineageStore:
 
     # -- runs (written by the hg side) ------------------------------------
 
+    def interrupt_stale(self, error="interrupted: the run was killed before it finished"):
+        """Mark runs and builds left 'running' by a run that died (SIGKILL, power
+        loss) as failed.  Only call it while holding the repository's run lock, when
+        no other run can be in progress.  Returns the number of builds marked."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE runs SET status = 'interrupted', ended = ? "
+                       "WHERE status = 'running'", (now,))
+            cur = db.execute("UPDATE builds SET status = 'failed', error = ?, ended = ? "
+                             "WHERE status = 'running'", (error, now))
+            return cur.rowcount
+
     def begin_run(self, run_id, rev, user, trigger, scheduler, plan_rows):
         """Record a run and its plan: one row per task with stamp, base and reasons."""
         with self._tx() as db:

@@ -119,6 +119,17 @@ def read_watches_file(tree, relpath):
     return out
 
 
+def check_module_in_tree(modname, tree):
+    """The pipeline module must come from the repository: an installed module of
+    the same name (found on sys.path when the tree has none) is not the pipeline."""
+    f = getattr(sys.modules.get(modname), "__file__", None)
+    if not (f and _inside(f, tree)):
+        raise LoadError("no-module", "no pipeline module '%s' at this revision (found only "
+                        "%s, outside the repository)" % (modname, f or "a namespace package")
+                        if f or modname in sys.modules else
+                        "no pipeline module '%s' at this revision" % modname)
+
+
 # -- module dependencies ------------------------------------------------------
 
 def local_modules(tree):
@@ -210,6 +221,8 @@ def load(settings):
         f, line = locate(e, tree)
         raise LoadError("import", "pipeline module '%s' failed to import: %s"
                         % (modname, describe_exception(e)), f, line)
+
+    check_module_in_tree(modname, tree)
 
     local_classes = []
     for cls in luigi.task_register.Register._reg:

@@ -5,7 +5,6 @@ nodes, per-task history from the lineage store, ``status`` between two revisions
 Mercurial matchers for ``watches``) and shows the result.
 """
 
-import os
 import re
 
 from mercurial import error, match as matchmod, pycompat, scmutil
@@ -77,11 +76,11 @@ class Matchers:
             m(b'')  # compile lazily built regexes now, so errors show here
             return m
         except (error.Abort, error.ParseError, re.error, ValueError, TypeError) as e:
-            msg = e.message if isinstance(e, error.Abort) else pycompat.bytestr(str(e))
+            msg = e.message if isinstance(e, error.Abort) else _b(str(e))
             if isinstance(e, error.ParseError):
-                msg = pycompat.bytestr(e.args[0])
+                msg = _b(e.args[0])
             raise error.Abort(_(b'invalid pattern in watches of %s: %s')
-                              % (pycompat.bytestr(key), msg),
+                              % (_b(key), msg),
                               hint=_(b'see hg help patterns and hg help filesets'))
 
     def __call__(self, key, path, kind=None, base=None):
@@ -162,10 +161,10 @@ def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
             if own_store:
                 store.close()
     except plan.PlanError as e:
-        raise error.Abort(pycompat.bytestr(str(e)),
-                          hint=pycompat.bytestr(e.hint) if e.hint else None)
+        raise error.Abort(_b(str(e)),
+                          hint=_b(e.hint) if e.hint else None)
     except lineage.StoreError as e:
-        raise error.Abort(pycompat.bytestr(str(e)))
+        raise error.Abort(_b(str(e)))
     return Planned(ctx, graph, nodes, roots, decisions, selected)
 
 
@@ -180,8 +179,7 @@ def task_id(planned, decision):
     return task_id_str(t["family"], params)
 
 
-def _b(s):
-    return pycompat.bytestr(s) if s is not None else b''
+_b = config.local
 
 
 def show(ui, planned, fm, with_ids=True):

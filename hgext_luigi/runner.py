@@ -91,8 +91,14 @@ def main():
     os.chdir(ctx.tree)
     data = ctx.data
 
+    from .loader import LoadError, check_module_in_tree
+
     try:
         importlib.import_module(data["module"])
+        check_module_in_tree(data["module"], os.path.realpath(ctx.tree))
+    except LoadError as e:
+        emit(event="error", message=e.message)
+        return 2
     except Exception as e:
         emit(event="error", message="pipeline module failed to import: %s: %s"
              % (type(e).__name__, e))
@@ -127,8 +133,12 @@ def main():
             ctx.user, ctx.trigger)
         return key, build
 
+    runner_pid = os.getpid()
+
     @luigi.Task.event_handler(luigi.Event.START)
     def on_start(task):
+        if os.getpid() != runner_pid:
+            _die_with_parent()  # a forked task process: PDEATHSIG is not inherited
         key, build = start_build(task)
         task._hgluigi = (key, build, time.time())
         emit(event="start", key=key, task_id=task.task_id)

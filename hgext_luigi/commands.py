@@ -296,3 +296,26 @@ def _by_output(ui, repo, store, settings, fm, path):
     show(build, 0)
     fm.end()
     return 0
+
+
+@command(
+    b'debugluigitree',
+    [(b'r', b'rev', b'', _(b'revision (default: ., or tip without a working directory)'),
+      _(b'REV'))],
+    _(b'[-r REV]'),
+    helpcategory=command.CATEGORY_MAINTENANCE,
+    intents={registrar.INTENT_READONLY},
+)
+def debugluigitree(ui, repo, **opts):
+    """materialize the tree of a revision the way luigi-run does, print its path
+
+    Reuses the cached tree of an earlier revision when there is one (only the
+    files that differ are written) and reports how many files were written.
+    """
+    settings = _settings(ui, repo)
+    ctx = planner.resolve_rev(repo, opts.get('rev'))
+    with planner.Workspace(ui, repo, ctx, settings) as ws:
+        path = ws.path()
+        ui.write(b'%s\n' % pycompat.fsencode(path))
+        ui.status(_(b'%d files written\n') % ws.tree.written)
+    return 0

@@ -1,0 +1,145 @@
+"""Benchmarks (``make bench``): ratios against a baseline measured in the same run.
+
+1. ``hg commit`` of a one-file data change on the demo repository with the
+   extension enabled and ``[luigi] on-commit = plan`` versus the extension
+   disabled (target: <= 1.3x).  Runs alternate so drift hits both sides.
+2. Materializing the tree of the next changeset (one file changed) from the
+   cached tree versus materializing it from scratch, on a repository of
+   ``--files`` files: the incremental update must cost in proportion to what
+   changed, not to the size of the repository.
+
+Results are printed and written to ``bench-out/results.json``.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "bench-out")
+BIN = os.path.dirname(sys.executable)
+HG = os.path.join(BIN, "hg") if os.path.exists(os.path.join(BIN, "hg")) else shutil.which("hg")
+
+
+def env_for(hgrc_text):
+    path = os.path.join(OUT, "hgrc-%d" % abs(hash(hgrc_text)))
+    with open(path, "w") as f:
+        f.write("[ui]\nusername = Bench <bench@example.com>\n" + hgrc_text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HG")}
+    env.update(HGRCPATH=path, HGPLAIN="1", PATH=BIN + os.pathsep + env.get("PATH", ""))
+    return env
+
+
+def hg(env, cwd, *args):
+    proc = subprocess.run([HG] + list(args), cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit("bench failed: hg %s: %s%s" % (" ".join(args), proc.stdout, proc.stderr))
+    return proc.stdout
+
+
+def demo_repo(path, env):
+    subprocess.run([HG, "init", path], env=env, check=True)
+    shutil.copytree(os.path.join(ROOT, "pipelines"), os.path.join(path, "pipelines"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for d in ("data", "docs"):
+        shutil.copytree(os.path.join(ROOT, "demo", d), os.path.join(path, d))
+    hg(env, path, "commit", "-A", "-q", "-m", "example pipeline")
+
+
+def bench_commit(rounds):
+    off = env_for("")
+    plan = env_for("[extensions]\nhgext_luigi =\n[luigi]\non-commit = plan\n")
+    repo_off = os.path.join(OUT, "commit-off")
+    repo_plan = os.path.join(OUT, "commit-plan")
+    demo_repo(repo_off, off)
+    demo_repo(repo_plan, plan)
+    hg(plan, repo_plan, "luigi-run", "-q")  # built once, as a team's repository would be
+    times = {"off": [], "plan": []}
+
+    def one(env, repo, key, i):
+        with open(os.path.join(repo, "data", "raw", "sales-north.csv"), "a") as f:
+            f.write("2026-11-%02d,Widget,%d,9.99\n" % (1 + i % 28, i))
+        t = time.perf_counter()
+        out = hg(env, repo, "commit", "-m", "north %d" % i)
+        times[key].append(time.perf_counter() - t)
+        return out
+
+    one(off, repo_off, "off", 0)  # warm caches on both sides, not counted
+    out = one(plan, repo_plan, "plan", 0)
+    assert "tasks affected" in out, out
+    times = {"off": [], "plan": []}
+    for i in range(1, rounds + 1):
+        one(off, repo_off, "off", i)
+        one(plan, repo_plan, "plan", i)
+    off_m = statistics.median(times["off"])
+    plan_m = statistics.median(times["plan"])
+    return {"rounds": rounds, "commit_disabled_s": round(off_m, 4),
+            "commit_on_commit_plan_s": round(plan_m, 4), "ratio": round(plan_m / off_m, 3),
+            "target": 1.3}
+
+
+def bench_trees(files, rounds):
+    env = env_for("[extensions]\nhgext_luigi =\n")
+    repo = os.path.join(OUT, "trees")
+    os.makedirs(os.path.join(repo, "pipelines"))
+    subprocess.run([HG, "init", repo], env=env, check=True)
+    with open(os.path.join(repo, "pipelines", "__init__.py"), "w") as f:
+        f.write("from hgext_luigi import HgTask\n\n\nclass Noop(HgTask):\n"
+                "    watches = ['data/0/0.txt']\n\n    def output(self):\n"
+                "        return self.stamped_target('noop.txt')\n\n    def run(self):\n"
+                "        with self.output().open('w') as f:\n            f.write('ok')\n")
+    for i in range(files):
+        d = os.path.join(repo, "data", str(i % 50))
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "%d.txt" % i), "w") as f:
+            f.write(("line %d\n" % i) * 40)
+    hg(env, repo, "commit", "-A", "-q", "-m", "big tree")
+    trees = os.path.join(repo, ".hg", "luigi", "trees")
+    full, incr = [], []
+    for i in range(rounds):
+        # from scratch: no cached tree to start from
+        shutil.rmtree(trees, ignore_errors=True)
+        t = time.perf_counter()
+        hg(env, repo, "debugluigitree", "-r", ".")
+        full.append(time.perf_counter() - t)
+        # one changeset later, from the cached tree (kept to one)
+        with open(os.path.join(repo, "data", "0", "0.txt"), "a") as f:
+            f.write("round %d\n" % i)
+        hg(env, repo, "commit", "-q", "-m", "round %d" % i)
+        t = time.perf_counter()
+        hg(env, repo, "debugluigitree", "-r", ".", "--config", "luigi.tree-cache=1")
+        incr.append(time.perf_counter() - t)
+    f_m, i_m = statistics.median(full), statistics.median(incr)
+    return {"files": files, "rounds": rounds, "full_s": round(f_m, 4),
+            "incremental_s": round(i_m, 4), "ratio": round(i_m / f_m, 3)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--files", type=int, default=5000)
+    args = ap.parse_args()
+    shutil.rmtree(OUT, ignore_errors=True)
+    os.makedirs(OUT)
+    results = {"commit": bench_commit(args.rounds),
+               "trees": bench_trees(args.files, max(3, args.rounds // 3))}
+    c, t = results["commit"], results["trees"]
+    print("hg commit, on-commit = plan vs extension disabled (median of %d):" % c["rounds"])
+    print("  disabled %.3fs   plan %.3fs   ratio %.2fx (target <= %.1fx)"
+          % (c["commit_disabled_s"], c["commit_on_commit_plan_s"], c["ratio"], c["target"]))
+    print("tree at the next changeset, %d files (median of %d):" % (t["files"], t["rounds"]))
+    print("  from scratch %.3fs   incremental %.3fs   ratio %.2fx"
+          % (t["full_s"], t["incremental_s"], t["ratio"]))
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print("written to %s" % os.path.relpath(os.path.join(OUT, "results.json"), ROOT))
+    return 0 if c["ratio"] <= c["target"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

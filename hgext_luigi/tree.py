@@ -71,6 +71,17 @@ def _write(root, ctx, path):
     os.chmod(dest, 0o755 if b'x' in flags else 0o644)
 
 
+def _write_all(root, ctx, files, progress):
+    prog = progress(len(files)) if progress else None
+    for f in files:
+        _write(root, ctx, f)
+        if prog:
+            prog.increment()
+    if prog:
+        prog.complete()
+    return len(files)
+
+
 def _remove(dest):
     try:
         if os.path.isdir(dest) and not os.path.islink(dest):
@@ -137,15 +148,8 @@ def materialize(repo, ctx, keep=3, progress=None):
             for f in status.removed:
                 _remove(os.path.join(work, f))
                 _prune_empty_dirs(work, f)
-            changed = list(status.modified) + list(status.added)
-            prog = progress(len(changed)) if progress else None
-            for f in changed:
-                _write(work, ctx, f)
-                written += 1
-                if prog:
-                    prog.increment()
-            if prog:
-                prog.complete()
+            written = _write_all(work, ctx, list(status.modified) + list(status.added),
+                                 progress)
             os.close(ofd)
             try:
                 os.unlink(os.path.join(base, other + b'.lock'))
@@ -153,15 +157,7 @@ def materialize(repo, ctx, keep=3, progress=None):
                 pass
         else:
             os.makedirs(work)
-            files = list(ctx.manifest())
-            prog = progress(len(files)) if progress else None
-            for f in files:
-                _write(work, ctx, f)
-                written += 1
-                if prog:
-                    prog.increment()
-            if prog:
-                prog.complete()
+            written = _write_all(work, ctx, list(ctx.manifest()), progress)
         os.rename(work, path)
         with open(ready, 'wb') as f:
             f.write(b'%d\n' % written)

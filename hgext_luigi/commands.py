@@ -319,3 +319,116 @@ def debugluigitree(ui, repo, **opts):
         ui.write(b'%s\n' % pycompat.fsencode(path))
         ui.status(_(b'%d files written\n') % ws.tree.written)
     return 0
+
+
+@command(
+    b'luigi-worker',
+    [(b'', b'once', False, _(b'process the pending entries, then exit')),
+     (b'w', b'workers', 0, _(b'Luigi worker processes per build (default: [luigi] '
+                            b'workers)'), _(b'N'))],
+    _(b'[--once] [--workers N]'),
+    helpcategory=command.CATEGORY_MAINTENANCE,
+)
+def luigi_worker(ui, repo, **opts):
+    """build the pushes queued in this repository
+
+    Runs until stopped (Ctrl-C or SIGTERM give the current entry back to the
+    queue), taking entries recorded by pushes with ``[luigi] on-push = queue`` and
+    building each head as :hg:`luigi-run` would, recorded in lineage with trigger
+    ``push`` and the pusher as user. Several workers may run: an entry is held by
+    one worker at a time under a lease (``[luigi] lease`` seconds, renewed while
+    it builds); the entry of a worker that died is taken again when its lease runs
+    out, up to ``[luigi] max-attempts`` times. Pending entries of one branch whose
+    heads are ancestors of a newer pending head are built once, at that head, and
+    recorded as covered by it (``[luigi] coalesce``).
+
+    With ``--once``, processes what is pending and exits: status 1 if a build
+    failed, 0 otherwise.
+    """
+    from . import worker
+
+    if opts.get('workers', 0) < 0:
+        raise error.InputError(_(b'--workers must be a positive number'))
+    settings = _settings(ui, repo)
+    try:
+        processed, failed = worker.serve(ui, repo, settings, once=opts.get('once'),
+                                         workers=opts.get('workers') or None)
+    except KeyboardInterrupt:
+        ui.status(_(b'luigi worker stopped\n'))
+        return 0
+    if opts.get('once'):
+        ui.status(_(b'%d queue entries processed, %d failed\n') % (processed, failed))
+    return 1 if failed else 0
+
+
+@command(
+    b'luigi-queue',
+    [(b'', b'retry', 0, _(b'requeue this failed entry'), _(b'ID')),
+     (b'', b'state', [], _(b'only entries in this state (repeatable)'), _(b'STATE')),
+     (b'l', b'limit', 0, _(b'only the last N entries'), _(b'N'))]
+    + cmdutil.formatteropts,
+    _(b'[--retry ID] [--state STATE]... [-T TEMPLATE]'),
+    helpcategory=command.CATEGORY_MAINTENANCE,
+)
+def luigi_queue(ui, repo, **opts):
+    """list the pushes queued for building, or requeue a failed one
+
+    One line per entry: id, state (``incoming``, ``pending``, ``running``,
+    ``done``, ``failed``, ``skipped``), head, branch, pusher, time, attempts and
+    the run's summary or error. ``-T json`` gives the fields ``id``, ``head``,
+    ``branch``, ``pusher``, ``source``, ``time``, ``state``, ``attempts``,
+    ``force``, ``run``, ``covered_by``, ``summary`` and ``error``.
+
+    ``--retry ID`` puts a failed entry back as pending, with its attempts reset.
+    """
+    from . import pushqueue
+
+    settings = _settings(ui, repo)
+    states = [pycompat.sysstr(s) for s in opts.get('state') or []]
+    for s in states:
+        if s not in pushqueue.STATES:
+            raise error.InputError(_(b'unknown state %s') % _b(s),
+                                   hint=_(b'use one of %s') % b', '.join(
+                                       _b(x) for x in pushqueue.STATES))
+    if not os.path.exists(settings.queue):
+        if opts.get('retry'):
+            raise error.Abort(_(b'no queue entry %d') % opts['retry'])
+        fm = ui.formatter(b'luigi-queue', pycompat.byteskwargs(opts))
+        fm.end()
+        if fm.isplain():
+            ui.status(_(b'the queue is empty (pushes are queued with [luigi] on-push = '
+                        b'queue)\n'))
+        return 0
+    try:
+        q = pushqueue.open_queue(settings.queue)
+    except pushqueue.QueueError as e:
+        raise error.Abort(_b(str(e)))
+    try:
+        if opts.get('retry'):
+            try:
+                entry = q.retry(opts['retry'])
+            except pushqueue.QueueError as e:
+                raise error.Abort(_b(str(e)), hint=_(b'see hg luigi-queue'))
+            ui.status(_(b'queue entry %d (%s on %s) is pending again\n')
+                      % (entry['id'], _b(entry['head'][:12]), _b(entry['branch'])))
+            return 0
+        entries = q.entries(states or None, limit=opts.get('limit') or None)
+    finally:
+        q.close()
+    fm = ui.formatter(b'luigi-queue', pycompat.byteskwargs(opts))
+    for e in entries:
+        fm.startitem()
+        fm.write(b'id', b'%4d ', e['id'])
+        fm.write(b'state', b'%-8s ', _b(e['state']), label=b'luigi.queue.%s' % _b(e['state']))
+        fm.write(b'head', b'%s ', _b(e['head']) if not fm.isplain() else _b(e['head'][:12]))
+        fm.write(b'branch', b'%-10s ', _b(e['branch']))
+        fm.write(b'pusher', b'%-20s ', _b(e['pusher']))
+        fm.write(b'time', b'%s ', _when(e['created']))
+        fm.write(b'attempts', b'x%d', e['attempts'])
+        fm.data(source=_b(e['source']), force=bool(e['force']),
+                run=_b(e['run_id']) if e['run_id'] else None, covered_by=e['covered_by'])
+        fm.condwrite(bool(e['summary']), b'summary', b'  %s', _b(e['summary']))
+        fm.condwrite(bool(e['error']), b'error', b'  error: %s', _b(e['error']))
+        fm.plain(b'\n')
+    fm.end()
+    return 0

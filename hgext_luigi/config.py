@@ -33,13 +33,25 @@ configitem(b'luigi', b'watches-file', default=b'.hgluigi')
 configitem(b'luigi', b'python', default=None)
 configitem(b'luigi', b'tree-cache', default=3)
 configitem(b'luigi', b'lock-timeout', default=0)
+configitem(b'luigi', b'gate', default=False)
+configitem(b'luigi', b'on-push', default=b'off')
+configitem(b'luigi', b'branches', default=list)
+configitem(b'luigi', b'lease', default=60)
+configitem(b'luigi', b'max-attempts', default=3)
+configitem(b'luigi', b'poll-interval', default=2.0)
+configitem(b'luigi', b'coalesce', default=True)
 
 ON_COMMIT = (b'off', b'plan', b'run')
+ON_PUSH = (b'off', b'run', b'queue')
 
 
 def state_dir(repo):
     """``.hg/luigi``: lineage store, tree cache, index cache, logs."""
     return repo.vfs.join(b'luigi')
+
+
+def queue_path(repo):
+    return pycompat.fsdecode(os.path.join(state_dir(repo), b'queue.db'))
 
 
 def store_path(repo):
@@ -69,6 +81,11 @@ class Settings:
         self.tree_cache = max(1, ui.configint(b'luigi', b'tree-cache'))
         self.lock_timeout = ui.configint(b'luigi', b'lock-timeout')
         self.store = store_path(repo)
+        self.queue = queue_path(repo)
+        self.lease = max(1, ui.configint(b'luigi', b'lease'))
+        self.max_attempts = max(1, ui.configint(b'luigi', b'max-attempts'))
+        self.poll_interval = max(0.05, ui.configwith(float, b'luigi', b'poll-interval'))
+        self.coalesce = ui.configbool(b'luigi', b'coalesce')
         self.state = pycompat.fsdecode(state_dir(repo))
 
     def index_settings(self):

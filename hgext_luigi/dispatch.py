@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 
-from mercurial import error, pycompat
+from mercurial import encoding, error, pycompat
 from mercurial.i18n import _
 
 from . import index, lineage, planner
@@ -110,8 +110,11 @@ def _targets(planned):
              "key": k} for k in keys]
 
 
-def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None):
-    """Plan and run ``ctx``.  Returns the exit status (0, or 1 if a task failed)."""
+def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, report=None):
+    """Plan and run ``ctx``.  Returns the exit status (0, or 1 if a task failed).
+
+    ``user``: who the run is recorded for (default: the hg user name); ``report``:
+    a dict filled with ``run_id``, ``counts`` and ``summary`` as they are known."""
     force = bool(opts.get("all"))
     names = [pycompat.sysstr(n) for n in opts.get("task") or []]
     workers = opts.get("workers") or settings.workers
@@ -136,13 +139,14 @@ def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None):
                 fm.end()
                 return 0
             return _execute(ui, repo, ctx, settings, ws, store, planned, force,
-                            workers, scheduler, trigger, fm)
+                            workers, scheduler, trigger, fm, user,
+                            report if report is not None else {})
         finally:
             store.close()
 
 
 def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, scheduler,
-             trigger, fm):
+             trigger, fm, user, report):
     rev = pycompat.sysstr(ctx.hex())
     keep = None
     if planned.selected is not None:
@@ -153,7 +157,10 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
     todo = [d for d in decisions if d.affected]
     tree = ws.path()
     run_id = uuid.uuid4().hex
-    user = pycompat.sysstr(ui.username(acceptempty=True) or b'unknown')
+    if user is None:
+        user = encoding.fromlocal(ui.username(acceptempty=True) or b'unknown').decode(
+            'utf-8', 'replace')
+    report["run_id"] = run_id
     rows = [dict(d.as_dict()) for d in decisions]
     stale = store.interrupt_stale()
     if stale:
@@ -185,6 +192,8 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
     say(_(b'building %d of %d tasks at %s (%s scheduler)\n')
               % (len(todo), len(decisions), ctx.hex()[:12],
                  _b(scheduler) if scheduler else b'local'))
+    # hooks have no progress bar to watch: the pusher sees a line per task instead
+    say_task = ui.note if trigger == "manual" else ui.status
     events = {}
     final = {}
     started = time.time()
@@ -215,7 +224,7 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
                 info.update(ev)
                 prog.increment(item=_b(ev["key"]))
                 if kind == "success":
-                    ui.note(_(b'  built %s in %.2fs\n') % (_b(ev["key"]), ev["seconds"]))
+                    say_task(_(b'  built %s in %.2fs\n') % (_b(ev["key"]), ev["seconds"]))
                 else:
                     ui.warn(_(b'  failed %s: %s\n') % (_b(ev["key"]), _b(ev["error"])))
             elif kind == "done":
@@ -266,6 +275,11 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
     failed = counts["failed"] + counts["not run"] > 0 or rc != 0
     status = "failed" if failed else "success"
     store.end_run(run_id, status, outcomes, final.get("summary"))
+    report.update(status=status, counts=counts, summary="%d ran, %d reused, %d failed, "
+                  "%d not run" % (counts["ran"], counts["reused"], counts["failed"],
+                                  counts["not run"]),
+                  failed=[d.key for d, outcome, _s, _e in rows_out
+                          if outcome in ("failed", "not run")])
 
     width = max([len(d.key) for d in decisions] + [4])
     for d, outcome, seconds, error_msg in rows_out:

@@ -5,17 +5,41 @@ affects (one line; from the cached task graph, so no Luigi import unless the
 pipeline code changed); with ``run`` it runs them.  The ``commit`` hook runs
 after the repository lock is released, so builds never hold it.
 
+Pushes (``source`` push or serve; pulls and unbundles are not pushes):
+
+``pretxnchangegroup``: with ``[luigi] gate``, loads the pipeline at each new
+head (in a subprocess) and rejects the push when it is broken.  Then, unless
+``on-push = off``, records one queue entry per new head, inside the push's
+transaction (durable before the push is acknowledged).
+``txnabort``: the push was rolled back, its entries are forgotten.
+``changegroup`` (after the transaction closed and the lock was released): the
+entries become pending; with ``on-push = run`` they are built there and then.
+
 Hooks return a false value on success, as Mercurial expects.
 """
+
+import os
 
 from mercurial import error
 from mercurial.i18n import _
 
 from . import config
 
+_b = config.local
+
 
 def uipopulate(ui):
-    ui.setconfig(b'hooks', b'commit.hgext_luigi', commit_hook, b'hgext_luigi')
+    for name, func in ((b'commit', commit_hook),
+                       (b'pretxnchangegroup', pretxnchangegroup_hook),
+                       (b'txnabort', txnabort_hook),
+                       (b'changegroup', changegroup_hook)):
+        ui.setconfig(b'hooks', b'%s.hgext_luigi' % name, func, b'hgext_luigi')
+
+
+def _report_abort(ui, e):
+    ui.warn(_(b'luigi: %s\n') % e.message)
+    if e.hint:
+        ui.warn(_(b'(%s)\n') % e.hint)
 
 
 def commit_hook(ui, repo, hooktype, node=None, **kwargs):
@@ -38,7 +62,7 @@ def commit_hook(ui, repo, hooktype, node=None, **kwargs):
             if not affected:
                 ui.status(_(b'luigi: no task affected by %s\n') % ctx.hex()[:12])
             else:
-                names = b', '.join(config.local(d.key) for d in affected[:6])
+                names = b', '.join(_b(d.key) for d in affected[:6])
                 more = b' and %d more' % (len(affected) - 6) if len(affected) > 6 else b''
                 ui.status(_(b'luigi: %d of %d tasks affected by %s: %s%s\n')
                           % (len(affected), len(planned.decisions), ctx.hex()[:12],
@@ -48,7 +72,149 @@ def commit_hook(ui, repo, hooktype, node=None, **kwargs):
         rc = dispatch.run(ui, repo, ctx, settings, {}, trigger="commit")
         return bool(rc)
     except error.Abort as e:
-        ui.warn(_(b'luigi: %s\n') % e.message)
-        if e.hint:
-            ui.warn(_(b'(%s)\n') % e.hint)
+        _report_abort(ui, e)
         return True
+
+
+# -- pushes -------------------------------------------------------------------
+
+def _push_mode(ui):
+    mode = ui.config(b'luigi', b'on-push')
+    if mode not in config.ON_PUSH:
+        ui.warn(_(b'luigi: unknown [luigi] on-push value %s (use off, run or queue); '
+                  b'queueing the push\n') % mode)
+        return b'queue'
+    return mode
+
+
+def check_pipeline(ui, repo, ctx, settings):
+    """Load the pipeline at ``ctx`` in a subprocess and check it: imports, task
+    graph without cycles, valid ``watches`` patterns.  Aborts when broken."""
+    from . import index, planner
+
+    with planner.Workspace(ui, repo, ctx, settings) as ws:
+        graph = index.load(ui, ctx, settings, ws.path)
+    planner.Matchers(repo, ctx, planner.graph_nodes(graph))
+
+
+def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source=None,
+                           url=None, txnid=None, **kwargs):
+    from . import trigger
+
+    if node is None or source not in trigger.PUSH_SOURCES:
+        return False
+    gate = ui.configbool(b'luigi', b'gate')
+    mode = _push_mode(ui)
+    if not gate and mode == b'off':
+        return False
+    heads = trigger.push_heads(repo, node, node_last)
+    settings = config.Settings(ui, repo)
+    if gate:
+        for ctx in heads:
+            if not trigger.branch_allowed(ui, ctx.branch()):
+                continue
+            try:
+                check_pipeline(ui, repo, ctx, settings)
+            except error.Abort as e:
+                raise error.Abort(
+                    _(b'luigi gate: the pipeline at %s (%s) is broken: %s')
+                    % (ctx.hex()[:12], ctx.branch(), e.message),
+                    hint=e.hint or _(b'fix it and push again, or push with the gate off '
+                                     b'([luigi] gate = false)'))
+            ui.note(_(b'luigi gate: pipeline at %s checked\n') % ctx.hex()[:12])
+    if mode == b'off':
+        return False
+    who = trigger.pusher(ui, url)
+    entries = []
+    for ctx in heads:
+        skip, force = trigger.directives(repo, ctx, node)
+        branch = ctx.branch()
+        entry = {"head": ctx.hex().decode("ascii"), "force": force, "pusher": who,
+                 "branch": branch.decode("utf-8", "replace"),
+                 "source": trigger.describe_source(url)}
+        if not trigger.branch_allowed(ui, branch):
+            entry.update(state="skipped", summary="branch %s is not built ([luigi] branches)"
+                         % entry["branch"])
+        elif skip:
+            entry.update(state="skipped", summary="[luigi skip] in the commit message")
+        entries.append(entry)
+    q = _queue(settings)
+    try:
+        q.record(entries, _txn(txnid, node))
+    finally:
+        q.close()
+    return False
+
+
+def _queue(settings):
+    from . import pushqueue  # plain sqlite3: cheap enough for every push
+
+    try:
+        return pushqueue.open_queue(settings.queue)
+    except pushqueue.QueueError as e:
+        raise error.Abort(_b(str(e)))
+
+
+def _txn(txnid, node):
+    return (txnid or b'').decode('ascii') or 'node:' + node.decode('ascii')
+
+
+def txnabort_hook(ui, repo, hooktype, txnid=None, **kwargs):
+    settings_path = config.queue_path(repo)
+    if not txnid or not os.path.exists(settings_path):
+        return False
+    from . import pushqueue
+
+    q = pushqueue.open_queue(settings_path)
+    try:
+        q.abort(_txn(txnid, b''))
+    finally:
+        q.close()
+    return False
+
+
+def changegroup_hook(ui, repo, hooktype, node=None, source=None, txnid=None, **kwargs):
+    from . import trigger
+
+    if node is None or source not in trigger.PUSH_SOURCES:
+        return False
+    mode = _push_mode(ui)
+    if mode == b'off':
+        return False
+    settings = config.Settings(ui, repo)
+    q = _queue(settings)
+    try:
+        ids = q.confirm(_txn(txnid, node))
+        entries = [q.get(i) for i in ids]
+        for e in entries:
+            if e["state"] == "skipped":
+                ui.status(_(b'luigi: nothing built for %s: %s\n')
+                          % (_b(e["head"][:12]), _b(e["summary"])))
+        pending = [e for e in entries if e["state"] == "pending"]
+        if mode == b'queue':
+            if pending:
+                ui.status(_(b'luigi: queued %s for %s (queue entr%s %s)\n')
+                          % (b'a build' if len(pending) == 1 else b'%d builds' % len(pending),
+                             b', '.join(_b(e["head"][:12]) for e in pending),
+                             b'y' if len(pending) == 1 else b'ies',
+                             b', '.join(b'%d' % e["id"] for e in pending)))
+            return False
+        # on-push = run: build this push's heads now, streaming to the pusher
+        from . import worker
+
+        owner = worker.owner_id()
+        settings.lock_timeout = max(settings.lock_timeout, 24 * 3600)
+        failed = False
+        for e in pending:
+            entry = q.claim(owner, settings.lease, settings.max_attempts, only=e["id"])
+            if entry is None:
+                continue  # a worker took it first
+            settings.coalesce = False
+            state = worker.process(ui, repo, settings, q, entry, owner)
+            failed = failed or state != "done"
+        if failed:
+            ui.warn(_(b'luigi: the pipeline failed; the push itself is kept '
+                      b'(see hg luigi-queue and hg luigi-lineage on the server)\n'))
+        return failed
+    finally:
+        q.close()

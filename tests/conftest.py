@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -167,3 +168,61 @@ def luigid(tmp_path):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def wait_http(url, proc, what, timeout=30):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("%s did not start" % what)
+            time.sleep(0.1)
+
+
+def make_server_repo(hg, path, luigi_config=""):
+    """A repository to push to: no working directory, push over HTTP allowed."""
+    hg("init", path)
+    write(os.path.join(path, ".hg", "hgrc"),
+          "[web]\nallow-push = *\npush_ssl = false\n[luigi]\n" + luigi_config)
+    return Repo(hg, path)
+
+
+class Served:
+    """``hg serve`` of a repository on a free loopback port."""
+
+    def __init__(self, hg, repo):
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d/" % self.port
+        self.log = os.path.join(os.path.dirname(repo.path), "serve-%d.log" % self.port)
+        self.proc = subprocess.Popen(
+            [hg.exe, "serve", "-R", repo.path, "-a", "127.0.0.1", "-p", str(self.port),
+             "--errorlog", self.log, "--accesslog", os.devnull],
+            env=hg.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(self.url, self.proc, "hg serve")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def serve(hg):
+    servers = []
+
+    def start(repo):
+        s = Served(hg, repo)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()

@@ -1,0 +1,274 @@
+"""The durable queue of push triggers (``.hg/luigi/queue.db``).
+
+Plain Python (``sqlite3``, no Mercurial, no Luigi).  One entry per new head of a
+push.  Life of an entry:
+
+``incoming``  written by the ``pretxnchangegroup`` hook, inside the push's
+              transaction but committed to SQLite at once: a crash after the
+              repository transaction closes cannot lose the trigger.
+``pending``   the push's transaction closed (``changegroup`` hook); or an
+              ``incoming`` entry older than the lease whose head is in the
+              repository (the server died between the two hooks).
+``running``   claimed by a worker, which holds a lease it renews while it works;
+              an entry whose lease ran out (its worker died) is claimed again.
+``done`` / ``failed``
+              the run's outcome and summary; ``covered_by`` names the entry whose
+              (newer, descendant) head was built instead.
+``skipped``   nothing to build: ``[luigi skip]`` or a branch ``[luigi] branches``
+              leaves out.
+
+An ``incoming`` entry of a transaction that aborts is deleted (``txnabort``), or
+dropped later when its head never appeared.  Every state change is one short
+``BEGIN IMMEDIATE`` transaction, so two workers never claim the same entry.
+"""
+
+import contextlib
+import os
+import sqlite3
+import time
+
+STATES = ("incoming", "pending", "running", "done", "failed", "skipped")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    head TEXT NOT NULL, branch TEXT, pusher TEXT, source TEXT,
+    created REAL NOT NULL, updated REAL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    force INTEGER NOT NULL DEFAULT 0, txnid TEXT,
+    owner TEXT, lease_until REAL, run_id TEXT, covered_by INTEGER,
+    summary TEXT, error TEXT);
+CREATE INDEX IF NOT EXISTS entries_state ON entries(state, branch);
+CREATE INDEX IF NOT EXISTS entries_txn ON entries(txnid);
+"""
+
+
+class QueueError(Exception):
+    pass
+
+
+class Queue:
+    def __init__(self, path):
+        self.path = path
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout = 60000")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")  # a trigger survives power loss
+            with self._tx():
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self._db.execute(stmt)
+        except sqlite3.DatabaseError as e:
+            raise QueueError("cannot open queue %s: %s" % (path, e))
+
+    def close(self):
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self):
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    # -- the push side --------------------------------------------------------
+
+    def record(self, entries, txnid):
+        """Record the heads of a push still in its transaction.  ``entries``: dicts
+        with head, branch, pusher, source, force and optionally state ('skipped')
+        and summary.  Returns their ids."""
+        now = time.time()
+        ids = []
+        with self._tx() as db:
+            for e in entries:
+                cur = db.execute(
+                    "INSERT INTO entries(head, branch, pusher, source, created, updated,"
+                    " state, force, txnid, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (e["head"], e.get("branch"), e.get("pusher"), e.get("source"), now, now,
+                     e.get("state", "incoming"), int(bool(e.get("force"))), txnid,
+                     e.get("summary")))
+                ids.append(cur.lastrowid)
+        return ids
+
+    def confirm(self, txnid):
+        """The push's transaction closed: its entries become pending."""
+        with self._tx() as db:
+            db.execute("UPDATE entries SET state = 'pending', updated = ? "
+                       "WHERE txnid = ? AND state = 'incoming'", (time.time(), txnid))
+            return [r["id"] for r in db.execute(
+                "SELECT id FROM entries WHERE txnid = ? ORDER BY id", (txnid,))]
+
+    def abort(self, txnid):
+        """The push's transaction rolled back: forget its entries."""
+        with self._tx() as db:
+            db.execute("DELETE FROM entries WHERE txnid = ?", (txnid,))
+
+    # -- the worker side --------------------------------------------------------
+
+    def recover(self, older_than, exists):
+        """``incoming`` entries older than ``older_than`` seconds: pending when
+        ``exists(head)`` (the push closed but its confirmation was lost), deleted
+        otherwise (its transaction never closed)."""
+        limit = time.time() - older_than
+        rows = self._db.execute("SELECT id, head FROM entries WHERE state = 'incoming' "
+                                "AND created < ?", (limit,)).fetchall()
+        if not rows:
+            return 0
+        with self._tx() as db:
+            for r in rows:
+                if exists(r["head"]):
+                    db.execute("UPDATE entries SET state = 'pending', updated = ? "
+                               "WHERE id = ? AND state = 'incoming'", (time.time(), r["id"]))
+                else:
+                    db.execute("DELETE FROM entries WHERE id = ? AND state = 'incoming'",
+                               (r["id"],))
+        return len(rows)
+
+    def claim(self, owner, lease, max_attempts, only=None):
+        """Take the oldest claimable entry for ``owner`` (pending, or running with an
+        expired lease: its worker died) and hold it for ``lease`` seconds.  With
+        ``only``, take that entry id or nothing.  An entry whose worker died
+        ``max_attempts`` times becomes failed.  Returns the entry, or None."""
+        now = time.time()
+        with self._tx() as db:
+            dead = db.execute(
+                "SELECT id, attempts FROM entries WHERE state = 'running' AND covered_by"
+                " IS NULL AND lease_until < ? AND attempts >= ?", (now, max_attempts))
+            for row in dead.fetchall():
+                error = ("gave up after %d attempts: the worker died each time"
+                         % row["attempts"])
+                db.execute("UPDATE entries SET state = 'failed', error = ?, owner = NULL,"
+                           " lease_until = NULL, updated = ? WHERE id = ? OR covered_by = ?",
+                           (error, now, row["id"], row["id"]))
+            sql = ("SELECT * FROM entries WHERE covered_by IS NULL AND (state = 'pending'"
+                   " OR (state = 'running' AND lease_until < ?))")
+            args = [now]
+            if only is not None:
+                sql += " AND id = ?"
+                args.append(only)
+            row = db.execute(sql + " ORDER BY id LIMIT 1", args).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE entries SET state = 'running', owner = ?, lease_until = ?,"
+                       " attempts = attempts + 1, updated = ? WHERE id = ?",
+                       (owner, now + lease, now, row["id"]))
+            return self.get(row["id"])
+
+    def same_branch_pending(self, entry):
+        """The other pending entries of ``entry``'s branch, oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM entries WHERE state = 'pending' AND covered_by IS NULL AND"
+            " branch IS ? AND id != ? ORDER BY id", (entry["branch"], entry["id"]))
+        return [dict(r) for r in rows.fetchall()]
+
+    def coalesce(self, owner, claimed, main, covered, lease):
+        """Build ``main``'s head for the claimed entry and the ``covered`` pending
+        entries too (their heads are ancestors of it).  ``main`` is claimed if it is
+        not ``claimed``; the others are marked covered by it and closed with it.
+        Returns the main entry, or None if another worker took it first."""
+        now = time.time()
+        with self._tx() as db:
+            if main != claimed:
+                cur = db.execute("UPDATE entries SET state = 'running', owner = ?,"
+                                 " lease_until = ?, attempts = attempts + 1, updated = ?"
+                                 " WHERE id = ? AND state = 'pending'",
+                                 (owner, now + lease, now, main))
+                if cur.rowcount != 1:
+                    return None
+                db.execute("UPDATE entries SET covered_by = ?, lease_until = NULL,"
+                           " updated = ? WHERE id = ? AND owner = ?",
+                           (main, now, claimed, owner))
+            for cid in covered:
+                if cid in (main, claimed):
+                    continue
+                db.execute("UPDATE entries SET state = 'running', owner = ?, covered_by = ?,"
+                           " attempts = attempts + 1, updated = ? WHERE id = ? AND state ="
+                           " 'pending'", (owner, main, now, cid))
+        return self.get(main)
+
+    def heartbeat(self, entry_id, owner, lease):
+        """Renew the lease; False when the entry is no longer ours."""
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute("UPDATE entries SET lease_until = ?, updated = ? WHERE id = ?"
+                             " AND owner = ? AND state = 'running'",
+                             (now + lease, now, entry_id, owner))
+            return cur.rowcount == 1
+
+    def set_run(self, entry_id, owner, run_id):
+        with self._tx() as db:
+            db.execute("UPDATE entries SET run_id = ? WHERE id = ? AND owner = ?",
+                       (run_id, entry_id, owner))
+
+    def finish(self, entry_id, owner, state, summary=None, error=None, run_id=None):
+        """Close a claimed entry (and the entries it covers).  False when it is no
+        longer ours (its lease ran out and another worker took it)."""
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE entries SET state = ?, summary = ?, error = ?, run_id ="
+                " COALESCE(?, run_id), owner = NULL, lease_until = NULL, updated = ?"
+                " WHERE id = ? AND owner = ? AND state = 'running'",
+                (state, summary, error, run_id, now, entry_id, owner))
+            if cur.rowcount != 1:
+                return False
+            db.execute(
+                "UPDATE entries SET state = ?, summary = ?, error = ?, run_id ="
+                " COALESCE(?, run_id), owner = NULL, lease_until = NULL, updated = ?"
+                " WHERE covered_by = ? AND state = 'running'",
+                (state, "covered by entry %d" % entry_id, error, run_id, now, entry_id))
+            return True
+
+    def release(self, entry_id, owner):
+        """Give a claimed entry back untouched (the worker is stopping)."""
+        with self._tx() as db:
+            db.execute("UPDATE entries SET state = 'pending', owner = NULL, lease_until ="
+                       " NULL, attempts = MAX(0, attempts - 1), updated = ? WHERE"
+                       " (id = ? OR covered_by = ?) AND owner = ? AND state = 'running'",
+                       (time.time(), entry_id, entry_id, owner))
+            db.execute("UPDATE entries SET covered_by = NULL WHERE covered_by = ? AND"
+                       " state = 'pending'", (entry_id,))
+
+    def retry(self, entry_id):
+        """Requeue a failed entry.  Returns the entry, or raises QueueError."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM entries WHERE id = ?", (entry_id,)).fetchone()
+            if row is None:
+                raise QueueError("no queue entry %d" % entry_id)
+            if row["state"] != "failed":
+                raise QueueError("queue entry %d is %s, not failed" % (entry_id, row["state"]))
+            db.execute("UPDATE entries SET state = 'pending', attempts = 0, error = NULL,"
+                       " covered_by = NULL, updated = ? WHERE id = ?", (time.time(), entry_id))
+        return self.get(entry_id)
+
+    # -- reading ------------------------------------------------------------------
+
+    def get(self, entry_id):
+        row = self._db.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
+        return dict(row) if row else None
+
+    def entries(self, states=None, limit=None):
+        sql = "SELECT * FROM entries"
+        args = []
+        if states:
+            sql += " WHERE state IN (%s)" % ",".join("?" * len(states))
+            args.extend(states)
+        sql += " ORDER BY id"
+        if limit:
+            sql = "SELECT * FROM (%s DESC LIMIT %d) ORDER BY id" % (sql, int(limit))
+        return [dict(r) for r in self._db.execute(sql, args)]
+
+    def counts(self):
+        return {r["state"]: r["n"] for r in self._db.execute(
+            "SELECT state, COUNT(*) AS n FROM entries GROUP BY state")}
+
+
+def open_queue(path):
+    return Queue(path)

@@ -4,15 +4,19 @@ Builds a repository in ``demo-out/`` from ``pipelines/`` and the demo data,
 commits, runs the pipeline, changes one data file, runs again (only the affected
 tasks run) and prints the lineage.  Uses the real ``hg`` next to this
 interpreter with an isolated configuration; exits non-zero if anything is not as
-it should be.
+it should be.  Then a server repository: a push over HTTP (``hg serve``) and one
+by path, each queued and built by ``hg luigi-worker``, lineage with the pusher.
 """
 
 import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "demo-out")
@@ -98,8 +102,58 @@ def main():
     print("\n== The report itself (%s)" % os.path.relpath(report, repo))
     with open(report) as f:
         sys.stdout.write(f.read())
-    print("\ndemo OK: 5 tasks built, then 2 of 5 rebuilt after one file changed; "
-          "repository left in %s" % repo)
+    server_flow(env, repo)
+    print("\ndemo OK: 5 tasks built, then 2 of 5 rebuilt after one file changed; the "
+          "server built each push with its pusher on record. Repositories left in %s" % OUT)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_flow(env, repo):
+    server = os.path.join(OUT, "server")
+    print("\n== 7. A server repository: pushes are gated and queued, a worker builds them")
+    subprocess.run([HG, "init", server], env=env, check=True)
+    with open(os.path.join(server, ".hg", "hgrc"), "w") as f:
+        f.write("[web]\nallow-push = *\npush_ssl = false\n"
+                "[luigi]\ngate = true\non-push = queue\n")
+    port = free_port()
+    url = "http://127.0.0.1:%d/" % port
+    serve = subprocess.Popen([HG, "serve", "-R", server, "-a", "127.0.0.1", "-p", str(port)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=1).read()
+                break
+            except OSError:
+                if time.time() > deadline or serve.poll() is not None:
+                    sys.exit("demo failed: hg serve did not start")
+                time.sleep(0.1)
+        print("(hg serve -R %s on %s)" % (os.path.relpath(server, OUT), url))
+        hg(env, repo, "push", url)
+        hg(env, server, "luigi-queue")
+        out = hg(env, server, "luigi-worker", "--once")
+        if "5 ran" not in out:
+            sys.exit("demo failed: the worker did not build the first push")
+    finally:
+        serve.terminate()
+        serve.wait()
+    with open(os.path.join(repo, "data", "raw", "sales-east.csv"), "a") as f:
+        f.write("2026-11-21,Gadget,2,31.00\n")
+    hg(env, repo, "commit", "-q", "-m", "east: sales of 21 November")
+    print("\n== 8. A push by path, by another user: the worker builds what it affects")
+    hg(env, repo, "push", server, "--config", "ui.username=Erin Ops <erin@example.com>")
+    out = hg(env, server, "luigi-worker", "--once")
+    if "2 ran, 3 reused" not in out:
+        sys.exit("demo failed: expected 2 tasks rebuilt on the server")
+    hg(env, server, "luigi-queue")
+    print("\n== 9. Lineage on the server, with the pusher")
+    hg(env, server, "luigi-lineage")
 
 
 if __name__ == "__main__":

@@ -55,8 +55,49 @@ Configuration (all in the ``[luigi]`` section):
   Seconds a run waits for another run of the same repository to finish before
   giving up. Default: 0 (give up at once).
 
+``gate``
+  Check the pipeline at each new head of a push (imports, task graph, patterns,
+  in a subprocess) and reject the push when it is broken. Default: false.
+
+``on-push``
+  ``off``, ``queue`` (record one durable queue entry per new head of a push, for
+  :hg:`luigi-worker`) or ``run`` (build each new head before the push returns,
+  streaming to the pusher). Default: ``off``.
+
+``branches``
+  Named branches whose pushes trigger builds. Default: all.
+
+``lease``
+  Seconds a worker holds a queue entry without renewing it; an entry whose worker
+  died is taken again after that. Default: 60.
+
+``max-attempts``
+  Times an entry is taken again after its worker died before it is marked
+  failed. Default: 3.
+
+``poll-interval``
+  Seconds :hg:`luigi-worker` waits between looks at an empty queue. Default: 2.
+
+``coalesce``
+  Build pending entries of one branch once, at the newest head that descends
+  from them. Default: true.
+
+``auto-hooks``
+  Register the hooks below automatically. Set it to false to list them in
+  ``[hooks]`` yourself as ``python:hgext_luigi.hooks.commit_hook``,
+  ``...pretxnchangegroup_hook``, ``...txnabort_hook`` and
+  ``...changegroup_hook``. Default: true.
+
+Pushes (not pulls) are recognised by the hooks the extension registers itself:
+``pretxnchangegroup`` (the gate, then the queue entries, written inside the
+push's transaction), ``txnabort`` and ``changegroup`` (after the transaction and
+the lock: the entries become pending, or are built with ``on-push = run``).
+``[luigi skip]`` in the message of a pushed head builds nothing for it;
+``[luigi all]`` in any pushed changeset of a head rebuilds everything at it.
+
 State lives in ``.hg/luigi/``: ``lineage.db`` (SQLite lineage store),
-``trees/``, ``index/`` (cached task graphs), ``logs/`` (Luigi's log per run).
+``queue.db`` (push queue), ``trees/``, ``index/`` (cached task graphs),
+``logs/`` (Luigi's log per run).
 """
 
 testedwith = b'6.9 7.0 7.1 7.2'

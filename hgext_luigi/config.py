@@ -40,6 +40,7 @@ configitem(b'luigi', b'lease', default=60)
 configitem(b'luigi', b'max-attempts', default=3)
 configitem(b'luigi', b'poll-interval', default=2.0)
 configitem(b'luigi', b'coalesce', default=True)
+configitem(b'luigi', b'auto-hooks', default=True)
 
 ON_COMMIT = (b'off', b'plan', b'run')
 ON_PUSH = (b'off', b'run', b'queue')

@@ -28,12 +28,26 @@ from . import config
 _b = config.local
 
 
+def _auto(func):
+    """The registered form of a hook: stands aside when ``[luigi] auto-hooks`` is
+    false in the configuration of the repository it runs for (hooks are then
+    listed in ``[hooks]`` by hand)."""
+
+    def hook(ui, repo, *args, **kwargs):
+        if not ui.configbool(b'luigi', b'auto-hooks'):
+            return False
+        return func(ui, repo, *args, **kwargs)
+
+    hook.__name__ = func.__name__
+    return hook
+
+
 def uipopulate(ui):
     for name, func in ((b'commit', commit_hook),
                        (b'pretxnchangegroup', pretxnchangegroup_hook),
                        (b'txnabort', txnabort_hook),
                        (b'changegroup', changegroup_hook)):
-        ui.setconfig(b'hooks', b'%s.hgext_luigi' % name, func, b'hgext_luigi')
+        ui.setconfig(b'hooks', b'%s.hgext_luigi' % name, _auto(func), b'hgext_luigi')
 
 
 def _report_abort(ui, e):

@@ -397,3 +397,15 @@ def test_ten_concurrent_pushes_every_head_once(hg, server, serve, tmp_path):
         assert {r["status"] for r in rows.values()} == {"success"}
         assert rows["DocsIndex()"]["changeset"] == h
         assert {r["trigger"] for r in rows.values()} == {"push"}
+
+
+def test_explicit_hooks_form(hg, tmp_path):
+    server = make_server_repo(hg, str(tmp_path / "server"), "on-push = queue\nauto-hooks = false\n")
+    server.config("[hooks]\n"
+                  "pretxnchangegroup.luigi = python:hgext_luigi.hooks.pretxnchangegroup_hook\n"
+                  "txnabort.luigi = python:hgext_luigi.hooks.txnabort_hook\n"
+                  "changegroup.luigi = python:hgext_luigi.hooks.changegroup_hook\n")
+    clone = seeded_clone(hg, server, str(tmp_path / "dev"))
+    out = clone("push", server.path).stdout
+    assert out.count("luigi: queued a build") == 1
+    assert len(queue(server)) == 1

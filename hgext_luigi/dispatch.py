@@ -96,6 +96,13 @@ def check_scheduler(url):
                                  b'scheduler to use the local scheduler'))
 
 
+def warn_abort(ui, e):
+    """Report an ``error.Abort`` where it must not stop hg (hooks, the worker)."""
+    ui.warn(_(b'luigi: %s\n') % e.message)
+    if e.hint:
+        ui.warn(_(b'(%s)\n') % e.hint)
+
+
 def warn_dirty(ui, repo, ctx):
     if repo.dirstate.p1() == repo.nullid:
         return
@@ -114,7 +121,8 @@ def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, rep
     """Plan and run ``ctx``.  Returns the exit status (0, or 1 if a task failed).
 
     ``user``: who the run is recorded for (default: the hg user name); ``report``:
-    a dict filled with ``run_id``, ``counts`` and ``summary`` as they are known."""
+    a dict filled with ``run_id``, ``summary`` and ``failed`` (task keys) as they
+    are known."""
     force = bool(opts.get("all"))
     names = [pycompat.sysstr(n) for n in opts.get("task") or []]
     workers = opts.get("workers") or settings.workers
@@ -275,11 +283,10 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
     failed = counts["failed"] + counts["not run"] > 0 or rc != 0
     status = "failed" if failed else "success"
     store.end_run(run_id, status, outcomes, final.get("summary"))
-    report.update(status=status, counts=counts, summary="%d ran, %d reused, %d failed, "
-                  "%d not run" % (counts["ran"], counts["reused"], counts["failed"],
-                                  counts["not run"]),
-                  failed=[d.key for d, outcome, _s, _e in rows_out
-                          if outcome in ("failed", "not run")])
+    summary = "%d ran, %d reused, %d failed, %d not run" % (
+        counts["ran"], counts["reused"], counts["failed"], counts["not run"])
+    report.update(summary=summary, failed=[d.key for d, outcome, _s, _e in rows_out
+                                           if outcome in ("failed", "not run")])
 
     width = max([len(d.key) for d in decisions] + [4])
     for d, outcome, seconds, error_msg in rows_out:
@@ -294,9 +301,7 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
         fm.condwrite(bool(error_msg), b'error', b'  %s', _b(error_msg))
         fm.plain(b'\n')
     fm.end()
-    say(_(b'%d ran, %d reused, %d failed, %d not run in %.1fs (run %s)\n')
-              % (counts["ran"], counts["reused"], counts["failed"], counts["not run"],
-                 elapsed, _b(run_id[:12])))
+    say(_(b'%s in %.1fs (run %s)\n') % (_b(summary), elapsed, _b(run_id[:12])))
     if failed:
         ui.warn(_(b'luigi run failed; log: %s\n') % pycompat.fsencode(logpath))
         return 1

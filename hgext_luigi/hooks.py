@@ -50,12 +50,6 @@ def uipopulate(ui):
         ui.setconfig(b'hooks', b'%s.hgext_luigi' % name, _auto(func), b'hgext_luigi')
 
 
-def _report_abort(ui, e):
-    ui.warn(_(b'luigi: %s\n') % e.message)
-    if e.hint:
-        ui.warn(_(b'(%s)\n') % e.hint)
-
-
 def commit_hook(ui, repo, hooktype, node=None, **kwargs):
     mode = ui.config(b'luigi', b'on-commit')
     if mode == b'off' or node is None:
@@ -86,7 +80,7 @@ def commit_hook(ui, repo, hooktype, node=None, **kwargs):
         rc = dispatch.run(ui, repo, ctx, settings, {}, trigger="commit")
         return bool(rc)
     except error.Abort as e:
-        _report_abort(ui, e)
+        dispatch.warn_abort(ui, e)
         return True
 
 
@@ -152,7 +146,7 @@ def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source
         elif skip:
             entry.update(state="skipped", summary="[luigi skip] in the commit message")
         entries.append(entry)
-    q = _queue(settings)
+    q = _queue(settings.queue)
     try:
         q.record(entries, _txn(txnid, node))
     finally:
@@ -160,11 +154,11 @@ def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source
     return False
 
 
-def _queue(settings):
+def _queue(path):
     from . import pushqueue  # plain sqlite3: cheap enough for every push
 
     try:
-        return pushqueue.open_queue(settings.queue)
+        return pushqueue.open_queue(path)
     except pushqueue.QueueError as e:
         raise error.Abort(_b(str(e)))
 
@@ -174,12 +168,10 @@ def _txn(txnid, node):
 
 
 def txnabort_hook(ui, repo, hooktype, txnid=None, **kwargs):
-    settings_path = config.queue_path(repo)
-    if not txnid or not os.path.exists(settings_path):
+    path = config.queue_path(repo)
+    if not txnid or not os.path.exists(path):
         return False
-    from . import pushqueue
-
-    q = pushqueue.open_queue(settings_path)
+    q = _queue(path)
     try:
         q.abort(_txn(txnid, b''))
     finally:
@@ -196,7 +188,7 @@ def changegroup_hook(ui, repo, hooktype, node=None, source=None, txnid=None, **k
     if mode == b'off':
         return False
     settings = config.Settings(ui, repo)
-    q = _queue(settings)
+    q = _queue(settings.queue)
     try:
         ids = q.confirm(_txn(txnid, node))
         entries = [q.get(i) for i in ids]
@@ -218,12 +210,12 @@ def changegroup_hook(ui, repo, hooktype, node=None, source=None, txnid=None, **k
 
         owner = worker.owner_id()
         settings.lock_timeout = max(settings.lock_timeout, 24 * 3600)
+        settings.coalesce = False  # this push's own heads, nothing else
         failed = False
         for e in pending:
             entry = q.claim(owner, settings.lease, settings.max_attempts, only=e["id"])
             if entry is None:
                 continue  # a worker took it first
-            settings.coalesce = False
             state = worker.process(ui, repo, settings, q, entry, owner)
             failed = failed or state != "done"
         if failed:

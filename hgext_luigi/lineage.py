@@ -11,12 +11,12 @@ transaction per write, so several runs and workers can write at once without
 corrupting anything.
 """
 
-import contextlib
 import hashlib
 import json
 import os
-import sqlite3
 import time
+
+from . import sqlitedb
 
 SCHEMA_VERSION = 1
 
@@ -44,7 +44,8 @@ CREATE INDEX IF NOT EXISTS outputs_build ON outputs(build_id);
 CREATE TABLE IF NOT EXISTS inputs(
     build_id INTEGER NOT NULL, task_id TEXT, key TEXT, changeset TEXT, outputs TEXT);
 CREATE INDEX IF NOT EXISTS inputs_build ON inputs(build_id);
-"""
+INSERT OR IGNORE INTO meta(name, value) VALUES ('schema', '%d');
+""" % SCHEMA_VERSION
 
 
 class StoreError(Exception):
@@ -85,37 +86,16 @@ class LineageStore:
 
     def __init__(self, path):
         self.path = path
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         try:
-            self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA busy_timeout = 60000")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            with self._tx():
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        self._db.execute(stmt)
-                self._db.execute(
-                    "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-        except sqlite3.DatabaseError as e:
+            self._db = sqlitedb.connect(path, _SCHEMA)
+        except sqlitedb.Error as e:
             raise StoreError("cannot open lineage store %s: %s" % (path, e))
 
     def close(self):
         self._db.close()
 
-    @contextlib.contextmanager
     def _tx(self):
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
-            self._db.execute("COMMIT")
+        return sqlitedb.transaction(self._db)
 
     # -- runs (written by the hg side) ------------------------------------
 

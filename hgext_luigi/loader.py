@@ -123,11 +123,12 @@ def check_module_in_tree(modname, tree):
     """The pipeline module must come from the repository: an installed module of
     the same name (found on sys.path when the tree has none) is not the pipeline."""
     f = getattr(sys.modules.get(modname), "__file__", None)
-    if not (f and _inside(f, tree)):
-        raise LoadError("no-module", "no pipeline module '%s' at this revision (found only "
-                        "%s, outside the repository)" % (modname, f or "a namespace package")
-                        if f or modname in sys.modules else
-                        "no pipeline module '%s' at this revision" % modname)
+    if f and _inside(f, tree):
+        return
+    message = "no pipeline module '%s' at this revision" % modname
+    if modname in sys.modules:
+        message += " (found only %s, outside the repository)" % (f or "a namespace package")
+    raise LoadError("no-module", message)
 
 
 # -- module dependencies ------------------------------------------------------

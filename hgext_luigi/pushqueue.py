@@ -22,10 +22,9 @@ dropped later when its head never appeared.  Every state change is one short
 ``BEGIN IMMEDIATE`` transaction, so two workers never claim the same entry.
 """
 
-import contextlib
-import os
-import sqlite3
 import time
+
+from . import sqlitedb
 
 STATES = ("incoming", "pending", "running", "done", "failed", "skipped")
 
@@ -50,33 +49,17 @@ class QueueError(Exception):
 class Queue:
     def __init__(self, path):
         self.path = path
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         try:
-            self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA busy_timeout = 60000")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")  # a trigger survives power loss
-            with self._tx():
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        self._db.execute(stmt)
-        except sqlite3.DatabaseError as e:
+            # synchronous FULL: an acknowledged trigger survives a power loss
+            self._db = sqlitedb.connect(path, _SCHEMA, synchronous="FULL")
+        except sqlitedb.Error as e:
             raise QueueError("cannot open queue %s: %s" % (path, e))
 
     def close(self):
         self._db.close()
 
-    @contextlib.contextmanager
     def _tx(self):
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
-            self._db.execute("COMMIT")
+        return sqlitedb.transaction(self._db)
 
     # -- the push side --------------------------------------------------------
 

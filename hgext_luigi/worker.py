@@ -114,14 +114,13 @@ def process(ui, repo, settings, q, entry, owner, workers=None):
         if rc == 0:
             state = "done"
         else:
-            err = "tasks failed: %s" % ", ".join(report.get("failed") or []) or "run failed"
+            failed = report.get("failed")
+            err = "tasks failed: %s" % ", ".join(failed) if failed else "run failed"
     except error.Abort as e:
         err = e.message.decode("utf-8", "replace")
         if e.hint:
             err += " (%s)" % e.hint.decode("utf-8", "replace")
-        ui.warn(_(b'luigi: %s\n') % e.message)
-        if e.hint:
-            ui.warn(_(b'(%s)\n') % e.hint)
+        dispatch.warn_abort(ui, e)
     except BaseException:
         hb.stop()
         q.release(entry["id"], owner)  # stopped by the user: someone else takes it

@@ -226,3 +226,16 @@ def serve(hg):
     yield start
     for s in servers:
         s.stop()
+
+
+def wait_for(path, proc, timeout=60):
+    """Wait until ``path`` exists (a task signals it started), failing the test if
+    the process ``proc`` exits first or it takes too long."""
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail("hg exited early (%s):\n%s\n%s" % (proc.returncode, out, err))
+        if time.time() > deadline:
+            pytest.fail("%s never appeared" % path)
+        time.sleep(0.05)

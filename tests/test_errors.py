@@ -4,24 +4,13 @@ import os
 import signal
 import time
 
-import pytest
+from conftest import wait_for
 
 HEADER = "import luigi\nfrom hgext_luigi import HgTask\n"
 
 
 def lineage_json(repo):
     return repo.json("luigi-lineage")
-
-
-def wait_for(path, proc, timeout=60):
-    deadline = time.time() + timeout
-    while not os.path.exists(path):
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail("hg exited early (%s):\n%s\n%s" % (proc.returncode, out, err))
-        if time.time() > deadline:
-            pytest.fail("%s never appeared" % path)
-        time.sleep(0.05)
 
 
 def test_unknown_revision(demo):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Repo, free_port, make_server_repo, wait_http
+from conftest import ROOT, Repo, free_port, make_server_repo, wait_for, wait_http
 
 HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
 
@@ -313,10 +313,7 @@ def test_worker_killed_midway_entry_taken_again_and_completed_once(hg, server, t
     head = clone.commit("slow pipeline")
     clone("push", server.path)
     first = hg.popen("luigi-worker", "--config", "luigi.lease=2", cwd=server.path)
-    deadline = time.time() + 60
-    while not os.path.exists(started):
-        assert first.poll() is None and time.time() < deadline
-        time.sleep(0.05)
+    wait_for(started, first)
     os.killpg(first.pid, signal.SIGKILL)
     first.communicate()
     [entry] = queue(server)

@@ -20,7 +20,12 @@ setup(
         "ansible-runner>=2.3",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2"],
+        # AnsiblePlaybookTask runs ansible-playbook from ansible-core
+        "ansible": ["ansible-core>=2.15"],
+        # StepFunctionsTask and hg luigi-sfn-callback
+        "aws": ["boto3>=1.28"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "ansible-core>=2.15", "boto3>=1.28",
+                 "moto[server]>=5"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

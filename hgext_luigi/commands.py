@@ -112,6 +112,17 @@ def _inputs_data(inputs):
              b'outputs': [_b(p) for p in i['outputs']]} for i in inputs]
 
 
+def _bytesify(obj):
+    """JSON data (str keys and values) as the bytes the formatter wants."""
+    if isinstance(obj, str):
+        return _b(obj)
+    if isinstance(obj, dict):
+        return {_b(str(k)): _bytesify(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_bytesify(v) for v in obj]
+    return obj
+
+
 def _write_build(fm, store, build):
     outputs = store.outputs(build['id'])
     inputs = store.inputs(build['id'])
@@ -121,12 +132,16 @@ def _write_build(fm, store, build):
             reasons=[_b(r) for r in build['reasons']],
             started=_when(build['started']), ended=_when(build['ended']),
             outputs=_outputs_data(outputs), inputs=_inputs_data(inputs),
-            run=_b(build['run_id']), error=_b(build['error']) if build['error'] else None)
+            run=_b(build['run_id']), error=_b(build['error']) if build['error'] else None,
+            extra=_bytesify(build.get('extra')))
     for o in outputs:
         fm.plain(b'    output %s  %d bytes  sha256 %s\n'
                  % (_b(o['path']), o['size'] or 0, _b((o['sha256'] or '')[:12])))
     for i in inputs:
         fm.plain(b'    input  %s at %s\n' % (_b(i['key']), _b(i['changeset'][:12])))
+    for kind, record in sorted((build.get('extra') or {}).items()):
+        if isinstance(record, dict) and record.get('summary'):
+            fm.plain(b'    %-6s %s\n' % (_b(kind), _b(record['summary'])))
     if build.get('error'):
         fm.plain(b'    error  %s\n' % _b(build['error']))
 

@@ -28,6 +28,9 @@ class Context:
         self.run_id = data.get("run_id")
         self.user = data.get("user")
         self.trigger = data.get("trigger", "manual")
+        self.branch = data.get("branch")
+        self.state = data.get("state")
+        self.changed_since = data.get("changed_since", {})
         self.plan = {row["key"]: row for row in data.get("plan", [])}
         self.trees = {self.rev: self.tree} if self.tree else {}
         self._store = None
@@ -65,6 +68,16 @@ class Context:
         run_id = self.run_id if must_build else None
         return store.has_success(task_id, changeset, run_id=run_id)
 
+    def changed_paths(self, key):
+        """The repository paths changed between the task's last successful build
+        (its plan's base) and the run's revision; for a task never built, the
+        files the revision itself touched."""
+        row = self.plan.get(key) or {}
+        base = row.get("base")
+        if base and base in self.changed_since:
+            return list(self.changed_since[base])
+        return list(self.changed_since.get("", []))
+
     def tree_for(self, changeset):
         """The directory holding the repository as of ``changeset``."""
         if changeset in self.trees:
@@ -78,6 +91,26 @@ class Context:
 
 
 _current = None
+_events_fd = None
+
+
+def set_events_fd(fd):
+    """Where :func:`emit` writes (the runner's original standard output)."""
+    global _events_fd
+    _events_fd = fd
+
+
+def emit(**event):
+    """Send one event line to the hg process following the run (a no-op outside
+    a run).  Lines are short and written with one ``write``, so forked workers
+    can share the descriptor."""
+    if _events_fd is None:
+        return
+    line = (json.dumps(event) + "\n").encode("utf-8")
+    try:
+        os.write(_events_fd, line)
+    except OSError:
+        pass
 
 
 def current():

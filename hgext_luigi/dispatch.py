@@ -153,6 +153,18 @@ def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, rep
             store.close()
 
 
+def _changed_since(repo, ctx, todo):
+    """For the tasks to build: the paths changed since each one's base (its last
+    successful build), and under ``""`` the files ``ctx`` itself touched (for
+    tasks never built).  Tasks read them through ``Context.changed_paths``."""
+    changes = planner.changes_since(repo, ctx)
+    out = {"": sorted(pycompat.fsdecode(f) for f in ctx.files())}
+    for d in todo:
+        if d.base and d.base not in out:
+            out[d.base] = sorted(changes(d.base) or [])
+    return out
+
+
 def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, scheduler,
              trigger, fm, user, report):
     rev = pycompat.sysstr(ctx.hex())
@@ -183,6 +195,8 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
         "mode": "run", "repo": pycompat.fsdecode(repo.root), "rev": rev, "tree": tree,
         "output_root": settings.output_root, "store": settings.store, "run_id": run_id,
         "user": user, "trigger": trigger, "module": settings.module,
+        "branch": encoding.fromlocal(ctx.branch()).decode("utf-8", "replace"),
+        "state": settings.state, "changed_since": _changed_since(repo, ctx, todo),
         "stamps": {d.key: d.changeset for d in planned.decisions if d.changeset},
         "force": [d.key for d in decisions] if force else [],
         "plan": rows, "targets": _targets(planned), "workers": workers,
@@ -235,6 +249,8 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
                     say_task(_(b'  built %s in %.2fs\n') % (_b(ev["key"]), ev["seconds"]))
                 else:
                     ui.warn(_(b'  failed %s: %s\n') % (_b(ev["key"]), _b(ev["error"])))
+            elif kind == "status":
+                ui.note(_(b'  %s: %s\n') % (_b(ev["key"]), _b(ev["message"])))
             elif kind == "done":
                 final = ev
             elif kind == "error":

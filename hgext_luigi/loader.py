@@ -335,7 +335,7 @@ def load(settings):
         params = str_params(task)
         is_hg = isinstance(task, HgTask)
         if is_hg:
-            raw = cls.watches
+            raw = task.watches  # a class list, or a property of the instance
             if isinstance(raw, str) or not all(isinstance(p, str) for p in raw):
                 raise LoadError("watches", "watches of %s must be a list of pattern strings"
                                 % family, where(cls), None, key)

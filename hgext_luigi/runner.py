@@ -11,7 +11,6 @@ reported to hg as one JSON line per event on the original standard output.
 """
 
 import importlib
-import json
 import logging
 import os
 import signal
@@ -19,17 +18,7 @@ import sys
 import time
 import traceback
 
-_events_fd = None
-
-
-def emit(**event):
-    if _events_fd is None:
-        return
-    line = (json.dumps(event) + "\n").encode("utf-8")
-    try:
-        os.write(_events_fd, line)
-    except OSError:
-        pass
+from .context import emit
 
 
 def _die_with_parent():
@@ -67,7 +56,6 @@ def _outputs(task):
 
 
 def main():
-    global _events_fd
     from . import context
 
     ctx = context.current()
@@ -75,7 +63,7 @@ def main():
         sys.stderr.write("hgext_luigi.runner: %s is not set\n" % context.ENV)
         return 2
     _die_with_parent()
-    _events_fd = os.dup(1)
+    context.set_events_fd(os.dup(1))
     os.dup2(2, 1)  # prints of the pipeline go to the run's log, not into the events
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -148,9 +136,10 @@ def main():
         key, build, started = getattr(task, "_hgluigi", None) or (start_build(task) + (time.time(),))
         seconds = time.time() - started
         outputs, missing = _outputs(task)
+        extra = getattr(task, "_hgluigi_lineage", None) or None
         if missing:
             error = "finished without writing its output %s" % missing[0]
-            store.finish_build(build, "failed", error=error, outputs=outputs)
+            store.finish_build(build, "failed", error=error, outputs=outputs, extra=extra)
             emit(event="failure", key=key, task_id=task.task_id, error=error, seconds=seconds)
             return
         inputs = []
@@ -160,7 +149,7 @@ def main():
             inputs.append({"task_id": dep.task_id, "key": dkey,
                            "changeset": changeset_of(dep, dkey),
                            "outputs": [o["path"] for o in douts]})
-        store.finish_build(build, "success", outputs=outputs, inputs=inputs)
+        store.finish_build(build, "success", outputs=outputs, inputs=inputs, extra=extra)
         emit(event="success", key=key, task_id=task.task_id, seconds=seconds)
 
     def fail(task, error, tb=None):
@@ -171,7 +160,8 @@ def main():
         else:
             key, build, started = info
         seconds = time.time() - started
-        store.finish_build(build, "failed", error=error, traceback=tb)
+        store.finish_build(build, "failed", error=error, traceback=tb,
+                           extra=getattr(task, "_hgluigi_lineage", None) or None)
         emit(event="failure", key=key, task_id=task.task_id, error=error, seconds=seconds)
 
     @luigi.Task.event_handler(luigi.Event.FAILURE)

@@ -107,6 +107,44 @@ class HgTask(luigi.Task):
             raise RuntimeError("source_path() needs a run started by 'hg luigi-run'")
         return os.path.join(ctx.tree_for(self.changeset), _safe_relpath(relpath))
 
+    @property
+    def lineage_extra(self):
+        """A dict recorded with this task's build in the lineage store (the
+        ``extra`` of ``hg luigi-lineage -T json``): fill it in ``run()``.  JSON
+        data only; it is kept on success and on failure."""
+        extra = self.__dict__.get("_hgluigi_lineage")
+        if extra is None:
+            extra = self.__dict__["_hgluigi_lineage"] = {}
+        return extra
+
+    def report(self, message, percent=None):
+        """Show progress: a Luigi status message (and percentage) in the
+        scheduler, and a line in ``hg luigi-run -v``."""
+        if self.set_status_message:
+            self.set_status_message(message)
+        if percent is not None and self.set_progress_percentage:
+            self.set_progress_percentage(int(percent))
+        context.emit(event="status", key=self.hg_key, message=message)
+
+    @property
+    def run_user(self):
+        """Who triggered the run (the pusher for a push, the hg user otherwise)."""
+        ctx = context.current()
+        return ctx.user if ctx else None
+
+    @property
+    def run_branch(self):
+        """The Mercurial branch of the revision being built."""
+        ctx = context.current()
+        return ctx.branch if ctx else None
+
+    @property
+    def changed_paths(self):
+        """Repository paths changed since this task's last successful build (for a
+        task never built: the files the revision touched)."""
+        ctx = context.current()
+        return ctx.changed_paths(self.hg_key) if ctx else []
+
     def complete(self):
         """Complete when every output exists and the lineage store holds a successful
         build of this task at its changeset.  A task without outputs (a deployment)

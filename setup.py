@@ -22,7 +22,7 @@ setup(
     extras_require={
         # AnsiblePlaybookTask runs ansible-playbook from ansible-core
         "ansible": ["ansible-core>=2.15"],
-        # StepFunctionsTask and hg luigi-sfn-callback
+        # StepFunctionsTask and hg luigi-callback
         "aws": ["boto3>=1.28"],
         "test": ["pytest>=7", "pytest-timeout>=2", "ansible-core>=2.15", "boto3>=1.28",
                  "moto[server]>=5"],

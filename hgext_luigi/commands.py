@@ -377,6 +377,56 @@ def luigi_worker(ui, repo, **opts):
 
 
 @command(
+    b'luigi-callback',
+    [(b'q', b'queue', b'', _(b'SQS queue URL to receive from (default: [luigi] '
+                           b'callback-queue)'), _(b'URL')),
+     (b'', b'once', False, _(b'answer the waiting requests, then exit')),
+     (b'', b'wait', 20, _(b'seconds one receive waits for a message (long poll)'),
+      _(b'SECONDS'))],
+    _(b'[--queue URL] [--once] [--wait SECONDS]'),
+    helpcategory=command.CATEGORY_MAINTENANCE,
+)
+def luigi_callback(ui, repo, **opts):
+    """build what AWS Step Functions executions wait for, and answer them
+
+    Receives the messages a ``.waitForTaskToken`` state sends to an SQS queue
+    (``arn:aws:states:::sqs:sendMessage.waitForTaskToken``), each a JSON object
+    with ``TaskToken`` (from ``$$.Task.Token``), ``rev`` (default ``tip``),
+    ``tasks`` (families or keys; default: every root task), ``all`` (rebuild
+    everything) and optionally ``execution`` (``$$.Execution.Id``, recorded as the
+    run's user). Each request is built as :hg:`luigi-run` would, with trigger
+    ``stepfunctions``; the execution then gets task success with the changeset,
+    run and stamped outputs of the tasks, or task failure with the error. A
+    heartbeat goes out every ``[luigi] callback-heartbeat`` seconds while it
+    builds. A message is deleted only once answered.
+
+    AWS credentials, region and endpoint come from boto3's standard chain
+    (``AWS_REGION``, ``AWS_ENDPOINT_URL``, profiles, instance roles);
+    ``[luigi] aws-region``, ``aws-endpoint-url`` and ``aws-profile`` override
+    them. With ``--once``, exits when the queue is empty: status 1 if a request
+    failed.
+    """
+    from . import callback
+
+    queue = opts.get('queue') or ui.config(b'luigi', b'callback-queue')
+    if not queue:
+        raise error.InputError(_(b'no queue to receive from'),
+                               hint=_(b'pass --queue URL or set [luigi] callback-queue'))
+    if opts.get('wait') < 0 or opts.get('wait') > 20:
+        raise error.InputError(_(b'--wait must be between 0 and 20 seconds'))
+    settings = _settings(ui, repo)
+    try:
+        answered, failed = callback.serve(ui, repo, settings, pycompat.sysstr(queue),
+                                          once=opts.get('once'), wait=opts.get('wait'))
+    except KeyboardInterrupt:
+        ui.status(_(b'luigi callback receiver stopped\n'))
+        return 0
+    if opts.get('once'):
+        ui.status(_(b'%d requests answered, %d failed\n') % (answered, failed))
+    return 1 if failed else 0
+
+
+@command(
     b'luigi-queue',
     [(b'', b'retry', 0, _(b'requeue this failed entry'), _(b'ID')),
      (b'', b'state', [], _(b'only entries in this state (repeatable)'), _(b'STATE')),

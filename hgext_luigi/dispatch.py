@@ -181,6 +181,7 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
         user = encoding.fromlocal(ui.username(acceptempty=True) or b'unknown').decode(
             'utf-8', 'replace')
     report["run_id"] = run_id
+    report["targets"] = [t["key"] for t in _targets(planned)]
     rows = [dict(d.as_dict()) for d in decisions]
     stale = store.interrupt_stale()
     if stale:

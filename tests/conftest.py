@@ -57,8 +57,9 @@ class Hg:
                                     proc.stdout, proc.stderr))
         return proc
 
-    def popen(self, *args, cwd=None, **kw):
-        return subprocess.Popen([self.exe] + [str(a) for a in args], cwd=cwd, env=self.env,
+    def popen(self, *args, cwd=None, env=None, **kw):
+        e = dict(self.env, **(env or {}))
+        return subprocess.Popen([self.exe] + [str(a) for a in args], cwd=cwd, env=e,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True, **kw)
 

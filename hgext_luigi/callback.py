@@ -1,0 +1,196 @@
+"""Step Functions -> Luigi: answer ``.waitForTaskToken`` states with builds.
+
+A state machine hands work to this repository with a state such as::
+
+    "Build": {
+      "Type": "Task",
+      "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+      "Parameters": {
+        "QueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/luigi",
+        "MessageBody": {"TaskToken.$": "$$.Task.Token",
+                        "execution.$": "$$.Execution.Id",
+                        "rev": "default", "tasks": ["SalesReport"]}},
+      "HeartbeatSeconds": 300, "Next": "..."}
+
+``hg luigi-callback`` receives the message, builds the named tasks at ``rev``
+exactly as :hg:`luigi-run` would (trigger ``stepfunctions``), and answers: task
+success with the stamped outputs, or task failure with the error.  While the
+build runs it sends heartbeats and keeps the message hidden from other
+receivers; the message is deleted only once answered, so a receiver that dies
+leaves it to be delivered again (the rerun reuses what was already built).
+"""
+
+import json
+import threading
+
+from mercurial import error, pycompat
+from mercurial.i18n import _
+
+from . import config, dispatch, lineage, planner, sfnclient
+
+_b = config.local
+
+
+def client_for(ui):
+    def opt(name):
+        v = ui.config(b'luigi', name)
+        return pycompat.sysstr(v) if v else None
+
+    return sfnclient.StepFunctionsClient(region=opt(b'aws-region'),
+                                         endpoint_url=opt(b'aws-endpoint-url'),
+                                         profile=opt(b'aws-profile'))
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, ui, client, token, queue, receipt, every, visibility):
+        super().__init__(name="hgext_luigi-sfn-heartbeat", daemon=True)
+        self.ui, self.client, self.token = ui, client, token
+        self.queue, self.receipt = queue, receipt
+        self.every, self.visibility = every, visibility
+        self.stopped = threading.Event()
+        self.sent = 0
+        self.lost = None
+
+    def run(self):
+        while not self.stopped.wait(self.every):
+            try:
+                self.client.heartbeat(self.token)
+                self.sent += 1
+                self.client.keep_invisible(self.queue, self.receipt, self.visibility)
+            except Exception as e:  # the state gave up (TaskTimedOut) or AWS is away
+                self.lost = str(e)
+
+    def stop(self):
+        self.stopped.set()
+        self.join()
+
+
+def _outputs(store, run_id, keys):
+    rows = {r["key"]: r for r in store.run_tasks(run_id)}
+    tasks = []
+    for key in keys:
+        row = rows.get(key)
+        build = store.success_for_key(key, row["changeset"]) if row and row["changeset"] else None
+        if build is None:
+            continue
+        tasks.append({"key": key, "task_id": build["task_id"],
+                      "changeset": build["changeset"], "run": build["run_id"],
+                      "outputs": store.outputs(build["id"])})
+    return tasks
+
+
+def _failure_cause(store, run_id, keys, summary):
+    parts = []
+    for key in keys:
+        build = store.last_build_in_run(run_id, key)
+        if build and build.get("error"):
+            parts.append("%s: %s" % (key, build["error"]))
+        else:
+            parts.append("%s: not run" % key)
+    return "; ".join(parts + ([summary] if summary else []))
+
+
+def _parse(body):
+    try:
+        msg = json.loads(body)
+    except ValueError:
+        return None, "message body is not JSON"
+    if not isinstance(msg, dict):
+        return None, "message body is not a JSON object"
+    token = msg.get("TaskToken") or msg.get("taskToken")
+    if not token:
+        return None, "message has no TaskToken"
+    tasks = msg.get("tasks") or []
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    return {"token": token, "rev": str(msg.get("rev") or "tip"), "tasks": tasks,
+            "all": bool(msg.get("all")), "execution": msg.get("execution")}, None
+
+
+def handle(ui, repo, settings, client, queue, message, every, visibility):
+    """Build one request and answer it; returns ``'success'``, ``'failure'`` or
+    ``'dropped'`` (a message nobody waits on)."""
+    req, problem = _parse(message.get("Body", ""))
+    receipt = message["ReceiptHandle"]
+    if req is None:
+        ui.warn(_(b'luigi: dropping message %s: %s\n')
+                % (_b(message.get("MessageId")), _b(problem)))
+        client.delete(queue, receipt)
+        return "dropped"
+    token = req["token"]
+    who = "stepfunctions:%s" % (req["execution"] or "token-" + sfnclient.token_digest(token))
+    ui.status(_(b'luigi: callback %s from %s: %s at %s\n')
+              % (_b(sfnclient.token_digest(token)), _b(req["execution"] or "?"),
+                 _b(", ".join(req["tasks"]) or "all root tasks"), _b(req["rev"])))
+    beat = _Heartbeat(ui, client_for(ui), token, queue, receipt, every, visibility)
+    beat.start()
+    report = {}
+    rc = None
+    failure = None
+    try:
+        ctx = planner.resolve_rev(repo.unfiltered(), _b(req["rev"]))
+        opts = {"task": [_b(t) for t in req["tasks"]], "all": req["all"]}
+        rc = dispatch.run(ui, repo, ctx, settings, opts, trigger="stepfunctions",
+                          user=who, report=report)
+    except error.Abort as e:
+        failure = ("hgext_luigi.Abort", pycompat.sysstr(e.message)
+                   + ("; %s" % pycompat.sysstr(e.hint) if e.hint else ""))
+    except Exception as e:
+        failure = ("hgext_luigi.Error", "%s: %s" % (type(e).__name__, e))
+    finally:
+        beat.stop()
+    if beat.lost:
+        ui.warn(_(b'luigi: heartbeat for %s failed: %s\n')
+                % (_b(sfnclient.token_digest(token)), _b(beat.lost)))
+    store = lineage.open_store(settings.store) if report.get("run_id") else None
+    try:
+        try:
+            if failure is None and rc == 0:
+                result = {"changeset": pycompat.sysstr(ctx.hex()), "run": report["run_id"],
+                          "summary": report.get("summary"),
+                          "tasks": _outputs(store, report["run_id"], report["targets"])}
+                client.send_success(token, result)
+                outcome = "success"
+            else:
+                if failure is None:
+                    failure = ("hgext_luigi.TaskFailed", _failure_cause(
+                        store, report["run_id"], report.get("failed") or [],
+                        report.get("summary")))
+                client.send_failure(token, failure[0], failure[1])
+                outcome = "failure"
+        except sfnclient.StepFunctionsError as e:
+            if e.code not in ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist"):
+                raise  # AWS unreachable: keep the message; it is delivered again
+            ui.warn(_(b'luigi: the state no longer waits (%s); the result is not sent\n')
+                    % _b(e.code))
+            outcome = "expired"
+    finally:
+        if store is not None:
+            store.close()
+    client.delete(queue, receipt)
+    detail = " (%s: %s)" % failure if outcome != "success" and failure else ""
+    ui.status(_(b'luigi: answered %s: %s%s\n') % (_b(sfnclient.token_digest(token)),
+                                                   _b(outcome), _b(detail)))
+    return outcome
+
+
+def serve(ui, repo, settings, queue, once=False, wait=20):
+    """Receive and answer callbacks until interrupted (or, with ``once``, until
+    the queue is empty).  Returns ``(answered, failed)``."""
+    every = max(1, ui.configint(b'luigi', b'callback-heartbeat'))
+    visibility = max(every * 2, ui.configint(b'luigi', b'callback-visibility'))
+    client = client_for(ui)
+    answered = failed = 0
+    try:
+        while True:
+            messages = client.receive(queue, wait=wait, visibility=visibility)
+            if not messages and once:
+                break
+            for m in messages:
+                outcome = handle(ui, repo, settings, client, queue, m, every, visibility)
+                answered += outcome != "dropped"
+                failed += outcome != "success"
+    except sfnclient.StepFunctionsError as e:
+        raise error.Abort(_b(str(e)), hint=_(b'check the AWS region, endpoint and '
+                                               b'credentials, and [luigi] callback-queue'))
+    return answered, failed

@@ -13,6 +13,8 @@ import urllib.request
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
+from motoserver import MotoServer  # noqa: E402
 BIN = os.path.dirname(sys.executable)
 
 
@@ -140,6 +142,17 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto():
+    """A real moto_server on a free loopback port, executing state machines."""
+    try:
+        server = MotoServer()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield server
+    server.stop()
 
 
 @pytest.fixture

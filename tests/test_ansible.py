@@ -36,7 +36,7 @@ class Load(HgTask):
             f.write("loaded after %s\\n" % self.input().path)
 '''
 
-INVENTORY = "localhost ansible_connection=local ansible_python_interpreter=auto_silent\n"
+INVENTORY = "localhost ansible_connection=local ansible_python_interpreter=\"{{ansible_playbook_python}}\"\n"
 
 SITE = '''- hosts: all
   gather_facts: false

@@ -3,16 +3,12 @@
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 
 import pytest
 
 from conftest import Repo
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "helpers"))
-from motoserver import MotoServer  # noqa: E402
 
 ROLE = "arn:aws:iam::123456789012:role/stepfunctions"
 
@@ -99,13 +95,6 @@ def waiting(seconds):
     return {"StartAt": "Wait", "States": {
         "Wait": {"Type": "Wait", "Seconds": seconds, "Next": "Count"},
         "Count": PASS["States"]["Count"]}}
-
-
-@pytest.fixture(scope="module")
-def moto():
-    server = MotoServer()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -103,8 +103,12 @@ def main():
     with open(report) as f:
         sys.stdout.write(f.read())
     server_flow(env, repo)
+    deploy_flow(env, repo)
+    cloud = cloud_flow(env, repo)
     print("\ndemo OK: 5 tasks built, then 2 of 5 rebuilt after one file changed; the "
-          "server built each push with its pusher on record. Repositories left in %s" % OUT)
+          "server built each push with its pusher on record; a playbook installed the "
+          "artifact of the changeset%s. Repositories left in %s"
+          % ("; a Step Functions workflow ran both ways" if cloud else "", OUT))
 
 
 def free_port():
@@ -154,6 +158,87 @@ def server_flow(env, repo):
     hg(env, server, "luigi-queue")
     print("\n== 9. Lineage on the server, with the pusher")
     hg(env, server, "luigi-lineage")
+
+
+def deploy_flow(env, repo):
+    print("\n== 10. Artifact -> playbook -> load data (pipelines/deploy.py, Ansible on "
+          "localhost)")
+    for d in ("app", "deploy", "workflows"):
+        shutil.copytree(os.path.join(ROOT, "demo", d), os.path.join(repo, d))
+    hg(env, repo, "commit", "-A", "-q", "-m", "app, playbook and workflow definition")
+    cfg = os.path.join(OUT, "luigi.cfg")
+    hosts = os.path.join(OUT, "hosts")
+    with open(cfg, "w") as f:
+        f.write("[deploy]\nroot = %s\n[stepfunctions]\npoll_interval = 0.5\n" % hosts)
+    env["LUIGI_CONFIG_PATH"] = cfg
+    hg(env, repo, "--config", "luigi.module=pipelines.deploy", "luigi-run", "-v",
+       "--task", "LoadData")
+    with open(os.path.join(hosts, "current", "release.json")) as f:
+        release = json.load(f)
+    print("(installed on the host: %s/current -> release of %s)"
+          % (os.path.relpath(hosts, OUT), release["changeset"][:12]))
+    out = hg(env, repo, "--config", "luigi.module=pipelines.deploy", "luigi-lineage",
+             show=False)
+    print("".join(line + "\n" for line in out.splitlines() if "ansible" in line))
+
+
+ROLE = "arn:aws:iam::123456789012:role/demo"  # moto checks the form, not the role
+
+
+def cloud_flow(env, repo):
+    print("\n== 11. Dataset -> Step Functions workflow -> consumer (pipelines/cloud.py), "
+          "against a local moto_server")
+    sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
+    from motoserver import MotoServer, find_moto_server
+
+    if not find_moto_server():
+        print("(skipped: moto_server is not installed; pip install 'moto[server]')")
+        return False
+    moto = MotoServer()
+    try:
+        env = dict(env, **moto.env())
+        sfn = moto.client("stepfunctions")
+        with open(os.path.join(repo, "workflows", "score.asl.json")) as f:
+            arn = sfn.create_state_machine(name="score", definition=f.read(),
+                                           roleArn=ROLE)["stateMachineArn"]
+        with open(env["LUIGI_CONFIG_PATH"], "a") as f:
+            f.write("[cloud]\nstate_machine_arn = %s\n" % arn)
+        print("(moto_server on %s; state machine %s)" % (moto.url, arn))
+        hg(env, repo, "--config", "luigi.module=pipelines.cloud", "luigi-run",
+           "--task", "PublishScores")
+        rows = json.loads(hg(env, repo, "--config", "luigi.module=pipelines.cloud",
+                             "luigi-lineage", "-T", "json", show=False))
+        rec = [r for r in rows if r["key"] == "ScoreRegions()"][0]["extra"]["stepfunctions"]
+        print("execution %s: %s, output %s" % (rec["name"], rec["status"],
+                                                json.dumps(rec["output"], sort_keys=True)))
+
+        print("\n== 12. And back: a workflow state waits (.waitForTaskToken) on a Luigi "
+              "build")
+        sqs = moto.client("sqs")
+        queue = sqs.create_queue(QueueName="luigi-callbacks")["QueueUrl"]
+        waiter = sfn.create_state_machine(name="nightly", roleArn=ROLE, definition=json.dumps({
+            "StartAt": "Build", "States": {"Build": {
+                "Type": "Task", "HeartbeatSeconds": 60, "End": True,
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {"QueueUrl": queue, "MessageBody": {
+                    "TaskToken.$": "$$.Task.Token", "execution.$": "$$.Execution.Id",
+                    "rev": "tip", "tasks": ["SalesReport"]}}}}}))["stateMachineArn"]
+        ex = sfn.start_execution(stateMachineArn=waiter, name="nightly-1")["executionArn"]
+        hg(env, repo, "luigi-callback", "--queue", queue, "--once", "--wait", "5")
+        deadline = time.time() + 20
+        while True:
+            d = sfn.describe_execution(executionArn=ex)
+            if d["status"] != "RUNNING" or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        if d["status"] != "SUCCEEDED":
+            sys.exit("demo failed: the waiting execution ended %s" % d["status"])
+        result = json.loads(d["output"])
+        print("execution nightly-1 SUCCEEDED with the stamped outputs of %s at %s"
+              % (", ".join(t["key"] for t in result["tasks"]), result["changeset"][:12]))
+    finally:
+        moto.stop()
+    return True
 
 
 if __name__ == "__main__":

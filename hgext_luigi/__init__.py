@@ -88,6 +88,30 @@ Configuration (all in the ``[luigi]`` section):
   ``...pretxnchangegroup_hook``, ``...txnabort_hook`` and
   ``...changegroup_hook``. Default: true.
 
+``callback-queue``
+  URL of the SQS queue :hg:`luigi-callback` receives Step Functions
+  ``.waitForTaskToken`` requests from. Default: none (pass ``--queue``).
+
+``callback-heartbeat``
+  Seconds between task heartbeats (and renewals of the message's visibility)
+  while :hg:`luigi-callback` builds a request. Default: 60.
+
+``callback-visibility``
+  Seconds a received request stays hidden from other receivers; renewed by each
+  heartbeat. Default: 300.
+
+``aws-region``, ``aws-endpoint-url``, ``aws-profile``
+  Override boto3's standard configuration (``AWS_REGION``,
+  ``AWS_ENDPOINT_URL``, ``AWS_PROFILE``, shared config files) for
+  :hg:`luigi-callback`. Credentials are never read from hg configuration: they
+  come from boto3's standard chain. Default: none.
+
+Task types for pipelines: ``hgext_luigi.ansible.AnsiblePlaybookTask`` (an
+Ansible playbook from the repository, through ansible-runner; settings in the
+Luigi configuration's ``[ansible]`` section) and
+``hgext_luigi.stepfunctions.StepFunctionsTask`` (an AWS Step Functions
+execution; ``[stepfunctions]``). Both record what they did in lineage.
+
 Pushes (not pulls) are recognised by the hooks the extension registers itself:
 ``pretxnchangegroup`` (the gate, then the queue entries, written inside the
 push's transaction), ``txnabort`` and ``changegroup`` (after the transaction and

@@ -159,6 +159,60 @@ def bench_trees(files, rounds):
             "incremental_s": round(i_m, 4), "ratio": round(i_m / f_m, 3)}
 
 
+ANSIBLE_PIPELINE = """from hgext_luigi.ansible import AnsiblePlaybookTask
+
+
+class Configure(AnsiblePlaybookTask):
+    playbook = "deploy/site.yml"
+    inventory = "deploy/inventory"
+"""
+
+ANSIBLE_PLAYBOOK = """- hosts: all
+  gather_facts: false
+  tasks:
+    - name: state dir
+      file: {path: "{{ lookup('env', 'BENCH_DIR') }}", state: directory}
+    - name: record the changeset
+      copy: {dest: "{{ lookup('env', 'BENCH_DIR') }}/release", content: "{{ hg_changeset }}"}
+    - name: read it back
+      command: cat "{{ lookup('env', 'BENCH_DIR') }}/release"
+      changed_when: false
+"""
+
+
+def bench_ansible(rounds):
+    """A playbook as an AnsiblePlaybookTask (hg luigi-run --all) vs ansible-playbook
+    run by hand on the same files: what hg, planning, the tree, Luigi and
+    ansible-runner add."""
+    env = env_for("[extensions]\nhgext_luigi =\n")
+    repo = os.path.join(OUT, "ansible")
+    os.makedirs(os.path.join(repo, "pipelines"))
+    os.makedirs(os.path.join(repo, "deploy"))
+    subprocess.run([HG, "init", repo], env=env, check=True)
+    files = {"pipelines/__init__.py": ANSIBLE_PIPELINE, "deploy/site.yml": ANSIBLE_PLAYBOOK,
+             "deploy/inventory": 'localhost ansible_connection=local '
+                                 'ansible_python_interpreter="{{ansible_playbook_python}}"\n'}
+    for rel, text in files.items():
+        with open(os.path.join(repo, rel), "w") as f:
+            f.write(text)
+    hg(env, repo, "commit", "-A", "-q", "-m", "playbook")
+    env = dict(env, BENCH_DIR=os.path.join(OUT, "ansible-host"))
+    playbook = os.path.join(BIN, "ansible-playbook")
+    bare_cmd = [playbook, "-i", "deploy/inventory", "deploy/site.yml",
+                "-e", json.dumps({"hg_changeset": "0" * 40})]
+    bare, task = [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        subprocess.run(bare_cmd, cwd=repo, env=env, check=True, stdout=subprocess.DEVNULL)
+        bare.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        hg(env, repo, "luigi-run", "--all")
+        task.append(time.perf_counter() - t)
+    b_m, t_m = statistics.median(bare), statistics.median(task)
+    return {"rounds": rounds, "ansible_playbook_s": round(b_m, 4),
+            "hg_luigi_run_s": round(t_m, 4), "ratio": round(t_m / b_m, 3)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
@@ -168,8 +222,9 @@ def main():
     os.makedirs(OUT)
     results = {"commit": bench_commit(args.rounds),
                "push": bench_push(args.rounds),
-               "trees": bench_trees(args.files, max(3, args.rounds // 3))}
-    c, p, t = results["commit"], results["push"], results["trees"]
+               "trees": bench_trees(args.files, max(3, args.rounds // 3)),
+               "ansible": bench_ansible(max(3, args.rounds // 3))}
+    c, p, t, a = results["commit"], results["push"], results["trees"], results["ansible"]
     print("hg commit, on-commit = plan vs extension disabled (median of %d):" % c["rounds"])
     print("  disabled %.3fs   plan %.3fs   ratio %.2fx (target <= %.1fx)"
           % (c["commit_disabled_s"], c["commit_on_commit_plan_s"], c["ratio"], c["target"]))
@@ -180,6 +235,10 @@ def main():
     print("tree at the next changeset, %d files (median of %d):" % (t["files"], t["rounds"]))
     print("  from scratch %.3fs   incremental %.3fs   ratio %.2fx"
           % (t["full_s"], t["incremental_s"], t["ratio"]))
+    print("a 3-task playbook on localhost: hg luigi-run --all (AnsiblePlaybookTask) vs "
+          "ansible-playbook by hand (median of %d):" % a["rounds"])
+    print("  ansible-playbook %.3fs   hg luigi-run %.3fs   ratio %.2fx"
+          % (a["ansible_playbook_s"], a["hg_luigi_run_s"], a["ratio"]))
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print("written to %s" % os.path.relpath(os.path.join(OUT, "results.json"), ROOT))

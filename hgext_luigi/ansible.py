@@ -32,10 +32,6 @@ import luigi
 from . import context
 from .task import HgTask
 
-# variables every playbook task receives; their values are data, never templates
-VARIABLES = ("hg_changeset", "hg_branch", "hg_user", "hg_changed_paths", "hg_task",
-             "hg_run_id")
-
 # environment variables that look like credentials: not handed to ansible-playbook
 # (ansible-runner writes the child's environment into artifacts/<id>/command)
 _SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|_KEY$|^KEY$",
@@ -139,10 +135,6 @@ class AnsibleResult:
     @property
     def ok(self):
         return self.status == "successful" and self.rc == 0 and not self.failures
-
-    @property
-    def changed(self):
-        return any(h.get("changed") for h in self.stats.values())
 
     def describe_failure(self):
         if self.status == "timeout":
@@ -275,17 +267,14 @@ class AnsibleClient:
         def handler(event):
             data = event.get("event_data") or {}
             kind = event.get("event")
-            if kind == "runner_on_failed" and not data.get("ignore_errors"):
+            if kind == "runner_on_unreachable" or (
+                    kind == "runner_on_failed" and not data.get("ignore_errors")):
                 failures.append({"host": data.get("host"), "task": data.get("task"),
                                  "message": _message(data.get("res")),
-                                 "unreachable": False})
+                                 "unreachable": kind == "runner_on_unreachable"})
             elif kind == "playbook_on_no_hosts_matched":
                 failures.append({"host": None, "task": data.get("play") or data.get("name"),
                                  "message": "no hosts matched", "unreachable": False})
-            elif kind == "runner_on_unreachable":
-                failures.append({"host": data.get("host"), "task": data.get("task"),
-                                 "message": _message(data.get("res")),
-                                 "unreachable": True})
             if on_event is not None:
                 on_event(event)
             return True  # keep the event: runner.stats is built from them
@@ -359,13 +348,19 @@ class AnsiblePlaybookTask(HgTask):
     forks = 0
     check = False
 
+    def _inventory_in_repo(self):
+        """Whether ``inventory`` names a repository file (not a host list or an
+        absolute path)."""
+        inv = self.inventory
+        return bool(inv) and "," not in inv and not os.path.isabs(inv)
+
     @property
     def watches(self):
         if not self.playbook:
             return []
         top = os.path.dirname(self.playbook)
         out = ["path:" + top] if top else ["path:" + self.playbook]
-        if self.inventory and "," not in self.inventory and not self.inventory.startswith("/"):
+        if self._inventory_in_repo():
             out.append("path:" + self.inventory)
         return out
 
@@ -400,16 +395,13 @@ class AnsiblePlaybookTask(HgTask):
         }
 
     def _inventory(self):
-        inv = self.inventory
-        if not inv:
-            return None
-        if "," not in inv and not os.path.isabs(inv):
-            path = self.source_path(inv)
+        if self._inventory_in_repo():
+            path = self.source_path(self.inventory)
             if os.path.exists(path):
                 return path
-        return inv
+        return self.inventory or None
 
-    def _on_event(self, event, seen=None):
+    def _on_event(self, event, seen):
         data = event.get("event_data") or {}
         kind = event.get("event")
         if kind == "playbook_on_play_start":
@@ -428,6 +420,7 @@ class AnsiblePlaybookTask(HgTask):
         if not self.playbook:
             raise AnsibleError("%s sets no playbook" % self.get_task_family())
         playbook = self.source_path(self.playbook)
+        seen = {"tasks": 0}  # task starts so far, for the status messages
         if not os.path.isfile(playbook):
             raise AnsibleError("playbook %s does not exist at changeset %s"
                                % (self.playbook, self.changeset[:12]))
@@ -436,7 +429,7 @@ class AnsiblePlaybookTask(HgTask):
             tags=self.tags or None, skip_tags=self.skip_tags or None,
             extra_vars=dict(self.extra_vars), data_vars=self.data_vars(),
             forks=self.forks or None, check=bool(self.check),
-            on_event=lambda event, seen={"tasks": 0}: self._on_event(event, seen))
+            on_event=lambda event: self._on_event(event, seen))
         record = dict(result.as_dict(), playbook=self.playbook)
         record["summary"] = "%s %s" % (self.playbook, record["summary"])
         self.lineage_extra["ansible"] = record

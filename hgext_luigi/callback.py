@@ -42,20 +42,18 @@ def client_for(ui):
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, ui, client, token, queue, receipt, every, visibility):
+    def __init__(self, client, token, queue, receipt, every, visibility):
         super().__init__(name="hgext_luigi-sfn-heartbeat", daemon=True)
-        self.ui, self.client, self.token = ui, client, token
+        self.client, self.token = client, token
         self.queue, self.receipt = queue, receipt
         self.every, self.visibility = every, visibility
         self.stopped = threading.Event()
-        self.sent = 0
         self.lost = None
 
     def run(self):
         while not self.stopped.wait(self.every):
             try:
                 self.client.heartbeat(self.token)
-                self.sent += 1
                 self.client.keep_invisible(self.queue, self.receipt, self.visibility)
             except Exception as e:  # the state gave up (TaskTimedOut) or AWS is away
                 self.lost = str(e)
@@ -122,7 +120,7 @@ def handle(ui, repo, settings, client, queue, message, every, visibility):
     ui.status(_(b'luigi: callback %s from %s: %s at %s\n')
               % (_b(sfnclient.token_digest(token)), _b(req["execution"] or "?"),
                  _b(", ".join(req["tasks"]) or "all root tasks"), _b(req["rev"])))
-    beat = _Heartbeat(ui, client_for(ui), token, queue, receipt, every, visibility)
+    beat = _Heartbeat(client_for(ui), token, queue, receipt, every, visibility)
     beat.start()
     report = {}
     rc = None

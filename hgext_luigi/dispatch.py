@@ -181,7 +181,8 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
         user = encoding.fromlocal(ui.username(acceptempty=True) or b'unknown').decode(
             'utf-8', 'replace')
     report["run_id"] = run_id
-    report["targets"] = [t["key"] for t in _targets(planned)]
+    targets = _targets(planned)
+    report["targets"] = [t["key"] for t in targets]
     rows = [dict(d.as_dict()) for d in decisions]
     stale = store.interrupt_stale()
     if stale:
@@ -200,7 +201,7 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
         "state": settings.state, "changed_since": _changed_since(repo, ctx, todo),
         "stamps": {d.key: d.changeset for d in planned.decisions if d.changeset},
         "force": [d.key for d in decisions] if force else [],
-        "plan": rows, "targets": _targets(planned), "workers": workers,
+        "plan": rows, "targets": targets, "workers": workers,
         "scheduler": scheduler,
         "adopted": sorted({t["family"] for t in planned.graph["tasks"]
                            if not t["hgtask"] and not t.get("external")}),

@@ -35,26 +35,6 @@ def _die_with_parent():
         pass
 
 
-def _outputs(task):
-    from luigi.task import flatten
-
-    from .lineage import file_digest
-
-    out = []
-    missing = []
-    for target in flatten(task.output()):
-        path = getattr(target, "path", None)
-        if path is None:
-            continue
-        path = os.path.abspath(path)
-        if not os.path.exists(path):
-            missing.append(path)
-            continue
-        size, digest = file_digest(path)
-        out.append({"path": path, "size": size, "sha256": digest})
-    return out, missing
-
-
 def main():
     from . import context
 
@@ -72,7 +52,7 @@ def main():
     import luigi.setup_logging
     from luigi.task import flatten
 
-    from .task import HgTask, str_params, task_key
+    from .task import HgTask, output_digests, recorded_extra, str_params, task_key
 
     luigi.setup_logging.InterfaceLogging._configured = True
     sys.path.insert(0, ctx.tree)
@@ -135,8 +115,8 @@ def main():
     def on_success(task):
         key, build, started = getattr(task, "_hgluigi", None) or (start_build(task) + (time.time(),))
         seconds = time.time() - started
-        outputs, missing = _outputs(task)
-        extra = getattr(task, "_hgluigi_lineage", None) or None
+        outputs, missing = output_digests(task)
+        extra = recorded_extra(task)
         if missing:
             error = "finished without writing its output %s" % missing[0]
             store.finish_build(build, "failed", error=error, outputs=outputs, extra=extra)
@@ -145,7 +125,7 @@ def main():
         inputs = []
         for dep in flatten(task.requires()):
             dkey = task_key(dep)
-            douts, _missing = _outputs(dep)
+            douts, _missing = output_digests(dep)
             inputs.append({"task_id": dep.task_id, "key": dkey,
                            "changeset": changeset_of(dep, dkey),
                            "outputs": [o["path"] for o in douts]})
@@ -161,7 +141,7 @@ def main():
             key, build, started = info
         seconds = time.time() - started
         store.finish_build(build, "failed", error=error, traceback=tb,
-                           extra=getattr(task, "_hgluigi_lineage", None) or None)
+                           extra=recorded_extra(task))
         emit(event="failure", key=key, task_id=task.task_id, error=error, seconds=seconds)
 
     @luigi.Task.event_handler(luigi.Event.FAILURE)

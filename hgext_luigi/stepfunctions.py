@@ -20,10 +20,10 @@ import os
 import luigi
 from luigi.task import flatten
 
-from . import context, lineage
+from . import context
 from .sfnclient import (FAILED, StepFunctionsClient, StepFunctionsError, WaitTimeout,
                         execution_name)
-from .task import HgTask, task_key
+from .task import HgTask, output_digests, task_key
 
 __all__ = ["StepFunctionsTask", "StepFunctionsClient", "StepFunctionsError",
            "StepFunctionsExecutionError", "stepfunctions"]
@@ -57,14 +57,10 @@ class StepFunctionsExecutionError(StepFunctionsError):
 def _upstream(task):
     out = []
     for dep in flatten(task.requires()):
-        paths = []
-        for target in flatten(dep.output()):
-            path = getattr(target, "path", None)
-            if path and os.path.exists(path):
-                size, digest = lineage.file_digest(path)
-                paths.append({"path": os.path.abspath(path), "sha256": digest})
+        outputs, _missing = output_digests(dep)
         out.append({"task": task_key(dep), "task_id": dep.task_id,
-                    "changeset": getattr(dep, "changeset", None), "outputs": paths})
+                    "changeset": getattr(dep, "changeset", None),
+                    "outputs": [{"path": o["path"], "sha256": o["sha256"]} for o in outputs]})
     return out
 
 

@@ -47,6 +47,32 @@ def str_params(task):
     return out
 
 
+def output_digests(task):
+    """``(outputs, missing)`` of a task: path, size and sha256 of each output that
+    exists, and the paths of those that do not."""
+    from .lineage import file_digest
+
+    out = []
+    missing = []
+    for target in flatten(task.output()):
+        path = getattr(target, "path", None)
+        if path is None:
+            continue
+        path = os.path.abspath(path)
+        if not os.path.exists(path):
+            missing.append(path)
+            continue
+        size, digest = file_digest(path)
+        out.append({"path": path, "size": size, "sha256": digest})
+    return out, missing
+
+
+def recorded_extra(task):
+    """What the task put in :attr:`HgTask.lineage_extra` (None if nothing; plain
+    Luigi tasks have none)."""
+    return task.__dict__.get("_hgluigi_lineage") or None
+
+
 def _safe_relpath(relpath):
     rel = os.path.normpath(os.fspath(relpath))
     if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep):

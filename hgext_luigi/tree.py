@@ -10,6 +10,11 @@ Each tree has a lock file; a run holds it shared while it uses the tree, and a
 tree is only recycled or pruned under an exclusive lock, so a concurrent run never
 sees its tree change.  A tree is only used once its ``.ready`` marker exists: a
 materialization that was killed midway is thrown away.
+
+Changesets are hostile (anyone may push): a tree is written as ``hg update``
+writes a working directory, through a ``vfs`` whose path auditor refuses ``..``,
+``.hg`` and anything through a symbolic link, links are made as links, and a
+changeset holding such a path is refused before anything is written.
 """
 
 import errno
@@ -17,7 +22,8 @@ import fcntl
 import os
 import shutil
 
-from mercurial import error, hg, ui as uimod
+from mercurial import error, hg, pathutil, pycompat, ui as uimod, vfs as vfsmod
+from mercurial.i18n import _
 
 
 class Tree:
@@ -56,25 +62,118 @@ def _lock(path, exclusive, blocking=True):
     return fd
 
 
-def _write(root, ctx, path):
+# -- what may be written ------------------------------------------------------
+#
+# A pushed changeset is hostile: its manifest may hold ``../x``, ``.hg/hgrc`` or a
+# link ``out -> /elsewhere`` next to a file ``out/x``, which ``hg update`` refuses
+# but history can hold (``hg import --bypass``).  Every path is checked against
+# the manifest before anything is written, then written through a vfs whose
+# auditor looks at the disk, the way ``hg update`` writes a working directory.
+
+def _refuse(path, why):
+    raise error.Abort(_(b'refusing to write %s: %s') % (path, why),
+                      hint=_(b'hg update would refuse it too; no tree of this '
+                             b'changeset was written'))
+
+
+def _check_path(audit, mf, path):
+    """Refuse ``path`` of manifest ``mf`` when it could not be written inside the
+    tree: an illegal component, or a parent that is itself a file or a link."""
+    try:
+        audit(path)
+    except error.Abort as e:
+        _refuse(path, e.message)
+    if b'//' in path:
+        _refuse(path, _(b'found invalid consecutive slashes in path'))
+    for parent in pathutil.finddirs_rev_noroot(path):
+        if parent in mf:
+            _refuse_under(mf, path, parent)
+
+
+def _refuse_under(mf, path, parent):
+    if b'l' in mf.flags(parent):
+        # Mercurial's own words for it (pathutil.pathauditor)
+        _refuse(path, _(b'path %r traverses symbolic link %r')
+                % (pycompat.bytestr(path), pycompat.bytestr(parent)))
+    _refuse(path, _(b'%s is both a file and a directory') % parent)
+
+
+def _check_not_a_dir(mf, path):
+    """Refuse ``path`` when files of the manifest live under it (a link or a file
+    that unchanged files would have to be written through)."""
+    try:
+        isdir = mf.hasdir(path)
+    except ValueError as e:  # Mercurial's directory map refuses "a//b"
+        _refuse(path, pycompat.bytestr(str(e)))
+    if isdir:
+        prefix = path + b'/'
+        child = next(f for f in mf if f.startswith(prefix))
+        _refuse_under(mf, child, path)
+
+
+def check_paths(ctx, files=None, removed=()):
+    """Abort, naming the path, unless every file of ``ctx`` in ``files`` (default:
+    all of them) can be written inside a tree without leaving it, and every path
+    in ``removed`` can be removed inside it.  Reads the manifest only: cheap, and
+    a refused changeset writes nothing at all."""
+    mf = ctx.manifest()
+    audit = pathutil.pathauditor(b'', realfs=False)  # components only, not the disk
+    for f in removed:
+        try:
+            audit(f)
+        except error.Abort as e:
+            _refuse(f, e.message)
+    whole = files is None
+    for f in mf if whole else files:
+        _check_path(audit, mf, f)
+        if not whole:  # with every file checked, the files under f were already
+            _check_not_a_dir(mf, f)
+
+
+def _tree_vfs(root):
+    # a fresh, uncached auditor: each write lstat()s every parent on disk, so a
+    # link made earlier in the same materialization is never written through
+    return vfsmod.vfs(root, audit=True, cacheaudited=False)
+
+
+def _audited(path, func, *args):
+    try:
+        return func(*args)
+    except error.Abort as e:
+        _refuse(path, e.message)
+
+
+def _clear(wvfs, path):
+    """Make room for ``path`` as ``hg update`` does (workingfilectx.clearunknown):
+    a directory in its place goes, a file or link in place of a parent goes."""
+    _audited(path, wvfs.audit, path)
+    if wvfs.isdir(path) and not wvfs.islink(path):
+        wvfs.rmtree(path, forcibly=True)
+    for parent in reversed(list(pathutil.finddirs(path))):
+        if wvfs.isfileorlink(parent):
+            wvfs.unlink(parent)
+            break
+
+
+def _write(wvfs, ctx, path, fresh):
+    """Write one file as localrepo.wwrite does: a link as a link (never followed),
+    a file after unlinking whatever entry was there."""
     fctx = ctx[path]
-    dest = os.path.join(root, path)
-    _remove(dest)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    if not fresh:  # an empty tree has nothing in the way (the manifest was checked)
+        _clear(wvfs, path)
     flags = fctx.flags()
     data = fctx.data()
     if b'l' in flags:
-        os.symlink(data, dest)
+        _audited(path, wvfs.symlink, data, path)
         return
-    with open(dest, 'wb') as f:
-        f.write(data)
-    os.chmod(dest, 0o755 if b'x' in flags else 0o644)
+    _audited(path, wvfs.write, path, data)
+    wvfs.setflags(path, False, b'x' in flags)
 
 
-def _write_all(root, ctx, files, progress):
+def _write_all(wvfs, ctx, files, progress, fresh=False):
     prog = progress(len(files)) if progress else None
     for f in files:
-        _write(root, ctx, f)
+        _write(wvfs, ctx, f, fresh)
         if prog:
             prog.increment()
     if prog:
@@ -82,28 +181,86 @@ def _write_all(root, ctx, files, progress):
     return len(files)
 
 
-def _remove(dest):
-    try:
-        if os.path.isdir(dest) and not os.path.islink(dest):
-            shutil.rmtree(dest)
-        else:
-            os.unlink(dest)
-    except FileNotFoundError:
-        pass
+def _remove(wvfs, path):
+    _audited(path, wvfs.audit, path)
+    if wvfs.isdir(path) and not wvfs.islink(path):
+        wvfs.rmtree(path, forcibly=True)
+    else:
+        wvfs.tryunlink(path)
+    _prune_empty_dirs(wvfs, path)
 
 
-def _prune_empty_dirs(root, path):
-    d = os.path.dirname(path)
-    while d:
+def _prune_empty_dirs(wvfs, path):
+    # not vfs.unlinkpath(rmdir=True): it would remove an emptied tree root too
+    for d in pathutil.finddirs(path):
+        if not d:
+            return
         try:
-            os.rmdir(os.path.join(root, d))
+            wvfs.rmdir(d)
         except OSError:
             return
-        d = os.path.dirname(d)
+
+
+# -- trees --------------------------------------------------------------------
+
+def _ready_trees(base):
+    """(mtime, node) of every complete tree, least recently used first."""
+    ready = []
+    for name in os.listdir(base):
+        if name.endswith(b'.ready'):
+            ready.append((os.stat(os.path.join(base, name)).st_mtime,
+                          name[: -len(b'.ready')]))
+    ready.sort()
+    return ready
+
+
+def _take_idle(repo, base):
+    """The least recently used tree no run holds, locked exclusively: (node, fd),
+    or None."""
+    unfi = repo.unfiltered()
+    for _mtime, other in _ready_trees(base):
+        if other not in unfi:
+            continue
+        fd = _lock(os.path.join(base, other + b'.lock'), exclusive=True, blocking=False)
+        if fd is not None:
+            return other, fd
+    return None
+
+
+def _build(repo, ctx, base, work, progress):
+    """Write the tree of ``ctx`` at ``work``; the number of files written.  Every
+    path is checked before anything is written: a refused changeset leaves the
+    idle tree it would have recycled as it was."""
+    taken = _take_idle(repo, base)
+    if taken is None:
+        files = list(ctx.manifest())
+        check_paths(ctx)
+        os.makedirs(work)
+        return _write_all(_tree_vfs(work), ctx, files, progress, fresh=True)
+    other, ofd = taken
+    try:
+        unfi = repo.unfiltered()
+        status = unfi.status(unfi[other].node(), ctx.node())
+        changed = list(status.modified) + list(status.added)
+        check_paths(ctx, changed, status.removed)
+        os.unlink(os.path.join(base, other + b'.ready'))
+        os.rename(os.path.join(base, other), work)
+        try:
+            os.unlink(os.path.join(base, other + b'.lock'))
+        except FileNotFoundError:
+            pass
+        wvfs = _tree_vfs(work)
+        for f in status.removed:
+            _remove(wvfs, f)
+        return _write_all(wvfs, ctx, changed, progress)
+    finally:
+        os.close(ofd)
 
 
 def materialize(repo, ctx, keep=3, progress=None):
-    """A held :class:`Tree` with the files of ``ctx`` (a changectx)."""
+    """A held :class:`Tree` with the files of ``ctx`` (a changectx).  Aborts,
+    writing nothing, when ``ctx`` holds a path that cannot be written inside the
+    tree (see :func:`check_paths`)."""
     base = os.path.join(repo.vfs.join(b'luigi'), b'trees')
     os.makedirs(base, exist_ok=True)
     node = ctx.hex()
@@ -122,42 +279,11 @@ def materialize(repo, ctx, keep=3, progress=None):
                 shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
         work = path + b'.tmp'
-        fd = None
-        written = 0
-        idle = []
-        for name in os.listdir(base):
-            if name.endswith(b'.ready'):
-                other = name[: -len(b'.ready')]
-                idle.append((os.stat(os.path.join(base, name)).st_mtime, other))
-        idle.sort()
-        recycled = None
-        for _mtime, other in idle:
-            if other not in repo.unfiltered():
-                continue
-            ofd = _lock(os.path.join(base, other + b'.lock'), exclusive=True, blocking=False)
-            if ofd is None:
-                continue
-            os.unlink(os.path.join(base, other + b'.ready'))
-            os.rename(os.path.join(base, other), work)
-            recycled = (other, ofd)
-            break
-
-        if recycled is not None:
-            other, ofd = recycled
-            status = repo.unfiltered().status(repo.unfiltered()[other].node(), ctx.node())
-            for f in status.removed:
-                _remove(os.path.join(work, f))
-                _prune_empty_dirs(work, f)
-            written = _write_all(work, ctx, list(status.modified) + list(status.added),
-                                 progress)
-            os.close(ofd)
-            try:
-                os.unlink(os.path.join(base, other + b'.lock'))
-            except FileNotFoundError:
-                pass
-        else:
-            os.makedirs(work)
-            written = _write_all(work, ctx, list(ctx.manifest()), progress)
+        try:
+            written = _build(repo, ctx, base, work, progress)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)  # a half-written tree is never used
+            raise
         os.rename(work, path)
         with open(ready, 'wb') as f:
             f.write(b'%d\n' % written)
@@ -169,13 +295,7 @@ def materialize(repo, ctx, keep=3, progress=None):
 
 
 def _prune(base, keep, current):
-    ready = []
-    for name in os.listdir(base):
-        if name.endswith(b'.ready'):
-            other = name[: -len(b'.ready')]
-            ready.append((os.stat(os.path.join(base, name)).st_mtime, other))
-    ready.sort(reverse=True)
-    for _mtime, other in ready[keep:]:
+    for _mtime, other in list(reversed(_ready_trees(base)))[keep:]:
         if other == current:
             continue
         fd = _lock(os.path.join(base, other + b'.lock'), exclusive=True, blocking=False)

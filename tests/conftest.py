@@ -138,6 +138,19 @@ def empty_repo(hg, tmp_path):
     return Repo(hg, path)
 
 
+def seeded_clone(hg, server, path, url=None, *commit_args):
+    """A clone of ``server`` holding the example pipeline, committed (with
+    ``commit_args``, e.g. ``--user``), not pushed."""
+    hg("clone", "-q", url or server.path, path)
+    clone = Repo(hg, path)
+    shutil.copytree(os.path.join(ROOT, "pipelines"), os.path.join(path, "pipelines"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(os.path.join(ROOT, "demo", "data"), os.path.join(path, "data"))
+    shutil.copytree(os.path.join(ROOT, "demo", "docs"), os.path.join(path, "docs"))
+    clone.commit("example pipeline", *commit_args)
+    return clone
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

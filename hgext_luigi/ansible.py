@@ -15,11 +15,15 @@ Luigi configuration (``luigi.cfg`` in the repository, or ``LUIGI_CONFIG_PATH``):
     vault_password_env = DEPLOY_VAULT_PASSWORD   # or: vault_password_file = /etc/...
     artifact_root = /var/lib/builds/ansible      # default: .hg/luigi/ansible
     timeout = 1800
+    pass_env = SSH_AUTH_SOCK, AWS_*              # more of the environment for Ansible
+
+Values of ``extra_vars`` that come from the repository (paths, file names,
+contents) go through :func:`unsafe`, so Ansible never templates them.
 """
 
+import fnmatch
 import json
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -30,12 +34,16 @@ import time
 import luigi
 
 from . import context
-from .task import HgTask
+from .task import HgTask, read_config
 
-# environment variables that look like credentials: not handed to ansible-playbook
-# (ansible-runner writes the child's environment into artifacts/<id>/command)
-_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|_KEY$|^KEY$",
-                          re.IGNORECASE)
+# the environment ansible-playbook gets (an allow-list: a credential can have any
+# name, and what the child gets lands in the fact cache and the job events):
+# the basics, Ansible's own settings, what ansible-runner sets for its callback,
+# and the names (globs) in [ansible] pass_env
+_ENV_ALLOWED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TZ", "TMPDIR", "TERM",
+                "ANSIBLE_*")
+_ENV_RUNNER = ("AWX_ISOLATED_DATA_DIR", "RUNNER_OMIT_EVENTS", "RUNNER_ONLY_FAILED_EVENTS",
+               "ORIGINAL_STDOUT_CALLBACK", "AD_HOC_COMMAND_ID", "PYTHONUNBUFFERED")
 _VAULT_PROMPT = r"Vault password[^:\n]*:\s*?$"
 
 
@@ -46,8 +54,9 @@ class ansible(luigi.Config):
         default="", description="Path of the ansible-playbook program (default: next "
         "to the Python running the pipeline, then PATH).")
     vault_password_env = luigi.Parameter(
-        default="", description="Name of an environment variable holding the vault "
-        "password.  It is answered at Ansible's prompt, never written to a file.")
+        default="", description="Name of the variable holding the vault password "
+        "(handed to the run by the hg side, else taken from the environment).  It is "
+        "answered at Ansible's prompt, never written to a file.")
     vault_password_file = luigi.Parameter(
         default="", description="A vault password file (or executable script) of "
         "your own, passed as --vault-password-file.")
@@ -57,8 +66,9 @@ class ansible(luigi.Config):
     timeout = luigi.IntParameter(
         default=0, description="Seconds before a playbook run is stopped (0: none).")
     pass_env = luigi.Parameter(
-        default="", description="Comma-separated names of environment variables to "
-        "hand to ansible-playbook even though they look like credentials.")
+        default="", description="Comma-separated names (globs allowed) of environment "
+        "variables ansible-playbook gets on top of PATH, HOME, USER, LOGNAME, LANG, "
+        "LC_*, TZ, TMPDIR, TERM and ANSIBLE_* (e.g. SSH_AUTH_SOCK).")
 
 
 class AnsibleError(Exception):
@@ -94,9 +104,39 @@ def find_ansible_playbook(explicit=""):
                        "ansible-core or set [ansible] ansible_playbook" % sys.executable)
 
 
+class _Unsafe:
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def unsafe(value):
+    """Mark a value of ``extra_vars`` to reach the playbook verbatim: every string
+    in it (lists and dicts included) is written ``!unsafe``, so Ansible never
+    templates it and a file named ``{{ lookup('pipe','id') }}`` runs nothing.  Use
+    it for whatever comes from the repository: paths, file names, contents."""
+    return _Unsafe(value)
+
+
+def _yaml_extra(value):
+    """An ``extra_vars`` value as YAML: templated by Ansible as usual, except
+    what :func:`unsafe` wraps."""
+    if isinstance(value, _Unsafe):
+        return _yaml_unsafe(value.value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml_extra(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join("%s: %s" % (json.dumps(str(k)), _yaml_extra(v))
+                               for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
 def _yaml_unsafe(value):
     """``value`` as YAML in which every string carries ``!unsafe``: Ansible keeps
     it verbatim and never templates it.  JSON string syntax is valid YAML."""
+    if isinstance(value, _Unsafe):
+        value = value.value
     if isinstance(value, str):
         return "!unsafe " + json.dumps(value)
     if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
@@ -110,15 +150,30 @@ def _yaml_unsafe(value):
 
 
 def _child_env(env, keep=(), drop=()):
-    """Copy of ``env`` without the variables that look like credentials."""
-    out = {}
-    for name, value in env.items():
-        if name in drop:
-            continue
-        if _SECRET_NAME.search(name) and name not in keep:
-            continue
-        out[name] = value
-    return out
+    """The part of ``env`` ansible-playbook gets: the allowed names and the
+    ``keep`` globs, never a ``drop`` name."""
+    allowed = _ENV_ALLOWED + _ENV_RUNNER + tuple(keep)
+    return {name: value for name, value in env.items()
+            if name not in drop and any(fnmatch.fnmatchcase(name, pat) for pat in allowed)}
+
+
+def _write_vars(path, data_vars, extra_vars):
+    """The vars file of one run (mode 0600): the run's data ``!unsafe``, then the
+    author's variables."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("# written by hgext_luigi: run data, never templated\n")
+        for name, value in (data_vars or {}).items():
+            f.write("%s: %s\n" % (name, _yaml_unsafe(value)))
+        for name, value in (extra_vars or {}).items():
+            f.write("%s: %s\n" % (json.dumps(str(name)), _yaml_extra(value)))
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class AnsibleResult:
@@ -204,7 +259,7 @@ class AnsibleClient:
             raise AnsibleError("set only one of [ansible] vault_password_env and "
                                "vault_password_file")
         if self.vault_password_env:
-            secret = os.environ.get(self.vault_password_env)
+            secret = context.secret(self.vault_password_env)
             if not secret:
                 raise AnsibleError("the vault password variable %s is not set in the "
                                    "environment" % self.vault_password_env)
@@ -223,12 +278,10 @@ class AnsibleClient:
             on_event=None):
         """Run ``playbook`` (an absolute path) and return an :class:`AnsibleResult`.
 
-        ``extra_vars``: the author's variables (templated as usual);
-        ``data_vars``: values passed verbatim, marked ``!unsafe``.  ``on_event``
-        receives every ansible-runner event dict."""
-        import ansible_runner
-        from ansible_runner.config.runner import RunnerConfig
-
+        ``extra_vars``: the author's variables (templated as usual, except values
+        wrapped in :func:`unsafe`); ``data_vars``: values passed verbatim, marked
+        ``!unsafe``.  ``on_event`` receives every ansible-runner event dict.  The
+        vars file holding both is removed when the run ends, however it ends."""
         if not os.path.isfile(playbook):
             raise AnsibleError("playbook %s does not exist" % playbook)
         binary = find_ansible_playbook(self.ansible_playbook)
@@ -236,15 +289,17 @@ class AnsibleClient:
         os.makedirs(self.artifact_root, mode=0o700, exist_ok=True)
         pdd = tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=self.artifact_root)
         varsfile = os.path.join(pdd, "hg-vars.yml")
-        fd = os.open(varsfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("# written by hgext_luigi: run data, never templated\n")
-            for name, value in (data_vars or {}).items():
-                f.write("%s: %s\n" % (name, _yaml_unsafe(value)))
-            for name, value in (extra_vars or {}).items():
-                f.write("%s: %s\n" % (json.dumps(str(name)), json.dumps(value)))
+        try:
+            _write_vars(varsfile, data_vars, extra_vars)
+            args = ["-e", "@" + varsfile] + self._options(
+                inventory, limit, tags, skip_tags, forks, check, diff) + vault_args
+            return self._run(pdd, playbook, binary, args, passwords, check, on_event)
+        finally:
+            _remove(varsfile)
 
-        args = ["-e", "@" + varsfile]
+    @staticmethod
+    def _options(inventory, limit, tags, skip_tags, forks, check, diff):
+        args = []
         if inventory:
             for inv in ([inventory] if isinstance(inventory, str) else inventory):
                 args += ["-i", inv]
@@ -260,7 +315,11 @@ class AnsibleClient:
             args.append("--check")
         if diff if diff is not None else check:
             args.append("--diff")
-        args += vault_args
+        return args
+
+    def _run(self, pdd, playbook, binary, args, passwords, check, on_event):
+        import ansible_runner
+        from ansible_runner.config.runner import RunnerConfig
 
         failures = []
 
@@ -369,15 +428,17 @@ class AnsiblePlaybookTask(HgTask):
 
     def client(self):
         """The :class:`AnsibleClient` this task uses (from ``[ansible]``)."""
-        cfg = ansible()
+        cfg = read_config(ansible, {"timeout": 0})
+        ctx = context.current()
         root = cfg.artifact_root
         if not root:
-            ctx = context.current()
             state = ctx.state if ctx and ctx.state else tempfile.gettempdir()
             root = os.path.join(state, "ansible")
+        # the variable the server's hgrc names ([ansible] vault_password_env)
+        server_vault = ctx.data.get("ansible_vault_env") if ctx else None
         return AnsibleClient(
             ansible_playbook=cfg.ansible_playbook,
-            vault_password_env=cfg.vault_password_env,
+            vault_password_env=cfg.vault_password_env or server_vault or "",
             vault_password_file=cfg.vault_password_file,
             artifact_root=root, timeout=cfg.timeout,
             pass_env=[n.strip() for n in cfg.pass_env.split(",") if n.strip()])

@@ -31,14 +31,11 @@ from . import config, dispatch, lineage, planner, sfnclient
 _b = config.local
 
 
-def client_for(ui):
-    def opt(name):
-        v = ui.config(b'luigi', name)
-        return pycompat.sysstr(v) if v else None
-
-    return sfnclient.StepFunctionsClient(region=opt(b'aws-region'),
-                                         endpoint_url=opt(b'aws-endpoint-url'),
-                                         profile=opt(b'aws-profile'))
+def client_for(settings):
+    """boto3's standard chain, with ``[luigi] aws-*`` overriding it."""
+    return sfnclient.StepFunctionsClient(region=settings.aws_region,
+                                         endpoint_url=settings.aws_endpoint_url,
+                                         profile=settings.aws_profile)
 
 
 class _Heartbeat(threading.Thread):
@@ -96,13 +93,28 @@ def _parse(body):
     if not isinstance(msg, dict):
         return None, "message body is not a JSON object"
     token = msg.get("TaskToken") or msg.get("taskToken")
-    if not token:
+    if not token or not isinstance(token, str):
         return None, "message has no TaskToken"
     tasks = msg.get("tasks") or []
     if isinstance(tasks, str):
         tasks = [tasks]
+    refused = None
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        tasks, refused = [], "tasks is not a list of task names"
     return {"token": token, "rev": str(msg.get("rev") or "tip"), "tasks": tasks,
-            "all": bool(msg.get("all")), "execution": msg.get("execution")}, None
+            "all": bool(msg.get("all")), "execution": msg.get("execution"),
+            "refused": refused or _bad_execution(msg.get("execution"))}, None
+
+
+def _bad_execution(value):
+    """Why the message's ``execution`` (the run's user in lineage) is refused, or
+    None: absent, or a Step Functions execution ARN."""
+    if value is None or sfnclient.is_execution_arn(value):
+        return None
+    # the value itself is shown escaped and cut short: it is the sender's text
+    return ("execution %s is not a Step Functions execution ARN "
+            "(arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME)"
+            % json.dumps(value)[:120])
 
 
 def handle(ui, repo, settings, client, queue, message, every, visibility):
@@ -116,16 +128,20 @@ def handle(ui, repo, settings, client, queue, message, every, visibility):
         client.delete(queue, receipt)
         return "dropped"
     token = req["token"]
-    who = "stepfunctions:%s" % (req["execution"] or "token-" + sfnclient.token_digest(token))
+    bad = req["refused"]
+    execution = None if bad else req["execution"]
+    who = "stepfunctions:%s" % (execution or "token-" + sfnclient.token_digest(token))
     ui.status(_(b'luigi: callback %s from %s: %s at %s\n')
-              % (_b(sfnclient.token_digest(token)), _b(req["execution"] or "?"),
+              % (_b(sfnclient.token_digest(token)), _b(execution or "?"),
                  _b(", ".join(req["tasks"]) or "all root tasks"), _b(req["rev"])))
-    beat = _Heartbeat(client_for(ui), token, queue, receipt, every, visibility)
+    beat = _Heartbeat(client_for(settings), token, queue, receipt, every, visibility)
     beat.start()
     report = {}
     rc = None
     failure = None
     try:
+        if bad:  # answered as a failure, nothing built
+            raise error.Abort(_b(bad))
         ctx = planner.resolve_rev(repo.unfiltered(), _b(req["rev"]))
         opts = {"task": [_b(t) for t in req["tasks"]], "all": req["all"]}
         rc = dispatch.run(ui, repo, ctx, settings, opts, trigger="stepfunctions",
@@ -140,7 +156,8 @@ def handle(ui, repo, settings, client, queue, message, every, visibility):
     if beat.lost:
         ui.warn(_(b'luigi: heartbeat for %s failed: %s\n')
                 % (_b(sfnclient.token_digest(token)), _b(beat.lost)))
-    store = lineage.open_store(settings.store) if report.get("run_id") else None
+    store = (lineage.open_store(settings.store, settings.output_root)
+             if report.get("run_id") else None)
     try:
         try:
             if failure is None and rc == 0:
@@ -175,9 +192,9 @@ def handle(ui, repo, settings, client, queue, message, every, visibility):
 def serve(ui, repo, settings, queue, once=False, wait=20):
     """Receive and answer callbacks until interrupted (or, with ``once``, until
     the queue is empty).  Returns ``(answered, failed)``."""
-    every = max(1, ui.configint(b'luigi', b'callback-heartbeat'))
-    visibility = max(every * 2, ui.configint(b'luigi', b'callback-visibility'))
-    client = client_for(ui)
+    every = settings.callback_heartbeat
+    visibility = max(every * 2, settings.callback_visibility)
+    client = client_for(settings)
     answered = failed = 0
     try:
         while True:

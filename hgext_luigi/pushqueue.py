@@ -31,7 +31,7 @@ STATES = ("incoming", "pending", "running", "done", "failed", "skipped")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    head TEXT NOT NULL, branch TEXT, pusher TEXT, source TEXT,
+    head TEXT NOT NULL, branch TEXT, pusher TEXT, author TEXT, source TEXT,
     created REAL NOT NULL, updated REAL,
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     force INTEGER NOT NULL DEFAULT 0, txnid TEXT,
@@ -42,8 +42,26 @@ CREATE INDEX IF NOT EXISTS entries_txn ON entries(txnid);
 """
 
 
+# columns added since the first release: (name, type), added to older queues
+_ADDED_COLUMNS = (("author", "TEXT"),)
+
+
 class QueueError(Exception):
     pass
+
+
+def _add_missing_columns(db):
+    """Bring a queue written by an older version up to the schema.  Checked again
+    inside the transaction: another process may be doing the same."""
+    def missing():
+        have = {r["name"] for r in db.execute("PRAGMA table_info(entries)")}
+        return [(n, t) for n, t in _ADDED_COLUMNS if n not in have]
+
+    if not missing():
+        return
+    with sqlitedb.transaction(db):
+        for name, kind in missing():
+            db.execute("ALTER TABLE entries ADD COLUMN %s %s" % (name, kind))
 
 
 class Queue:
@@ -52,6 +70,7 @@ class Queue:
         try:
             # synchronous FULL: an acknowledged trigger survives a power loss
             self._db = sqlitedb.connect(path, _SCHEMA, synchronous="FULL")
+            _add_missing_columns(self._db)
         except sqlitedb.Error as e:
             raise QueueError("cannot open queue %s: %s" % (path, e))
 
@@ -65,18 +84,19 @@ class Queue:
 
     def record(self, entries, txnid):
         """Record the heads of a push still in its transaction.  ``entries``: dicts
-        with head, branch, pusher, source, force and optionally state ('skipped')
-        and summary.  Returns their ids."""
+        with head, branch, pusher, author (the head's committer), source, force
+        and optionally state ('skipped') and summary.  Returns their ids."""
         now = time.time()
         ids = []
         with self._tx() as db:
             for e in entries:
                 cur = db.execute(
-                    "INSERT INTO entries(head, branch, pusher, source, created, updated,"
-                    " state, force, txnid, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (e["head"], e.get("branch"), e.get("pusher"), e.get("source"), now, now,
-                     e.get("state", "incoming"), int(bool(e.get("force"))), txnid,
-                     e.get("summary")))
+                    "INSERT INTO entries(head, branch, pusher, author, source, created,"
+                    " updated, state, force, txnid, summary)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (e["head"], e.get("branch"), e.get("pusher"), e.get("author"),
+                     e.get("source"), now, now, e.get("state", "incoming"),
+                     int(bool(e.get("force"))), txnid, e.get("summary")))
                 ids.append(cur.lastrowid)
         return ids
 

@@ -47,6 +47,23 @@ def execution_arn(state_machine_arn, name):
     return ":".join(parts[:5] + ["execution", parts[6], name])
 
 
+# an execution's ARN, standard or express, also a Distributed Map child's
+# (``<state machine>/<map run label>``); names restricted to the characters
+# logs and terminals show as they are
+_NAME = r"[A-Za-z0-9_.+=@-]{1,80}"
+_MACHINE = _NAME + "(?:/" + _NAME + ")?"
+_EXECUTION_ARN = re.compile(
+    r"arn:aws(?:-[a-z]+)*:states:[a-z0-9-]{1,32}:[0-9]{12}:"
+    r"(?:execution:%s:%s|express:%s:%s:%s)" % (_MACHINE, _NAME, _MACHINE, _NAME, _NAME))
+
+
+def is_execution_arn(value):
+    """Whether ``value`` is a Step Functions execution ARN
+    (``arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME``, or the express
+    form ``...:express:MACHINE:NAME:ID``)."""
+    return isinstance(value, str) and _EXECUTION_ARN.fullmatch(value) is not None
+
+
 def token_digest(token):
     """What logs and lineage keep of a task token (the token itself is a secret)."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]

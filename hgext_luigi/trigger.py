@@ -41,25 +41,52 @@ def branch_allowed(ui, branch):
     return not wanted or branch in wanted
 
 
+def os_account():
+    """The operating-system account this process runs as, looked up by its uid:
+    ``LOGNAME``/``USER`` (which :func:`getpass.getuser` reads first) and
+    ``HGUSER``/``ui.username`` are the caller's to set."""
+    try:
+        import pwd
+    except ImportError:  # Windows: no uid to look up
+        return getpass.getuser()
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (containers)
+        return "uid-%d" % os.getuid()
+
+
 def pusher(ui, url):
-    """Who pushed: the authenticated HTTP user (``REMOTE_USER`` of ``hg serve``
-    behind auth, carried in the hook's url ``remote:http:HOST:USER``), the ssh
-    user (``REMOTE_USER`` set by the ssh gateway, else the account hg runs as,
-    with the client address), or the local user name."""
+    """Who pushed, never the committer name (``HGUSER``/``ui.username``: the
+    pusher sets it; it is recorded as the :func:`author`):
+
+    - HTTP: the user the web server authenticated (``REMOTE_USER`` of hgweb,
+      carried in the hook's url ``remote:http:HOST:USER``), else
+      ``anonymous@HOST``;
+    - ssh: ``REMOTE_USER`` set by the ssh gateway (a forced command), else the
+      account hg runs as, ``@`` the client address;
+    - a push to a local path: the account the pushing process runs as."""
     url = url or b''
-    if url.startswith(b'remote:'):
-        parts = url.split(b':', 3)
-        scheme = parts[1] if len(parts) > 1 else b''
-        host = urlutil.urlreq.unquote(parts[2]) if len(parts) > 2 else b''
-        user = urlutil.urlreq.unquote(parts[3]) if len(parts) > 3 else b''
-        if user:
-            return pycompat.sysstr(user)
-        if scheme == b'ssh':
-            name = encoding.environ.get(b'REMOTE_USER') or pycompat.sysbytes(getpass.getuser())
-            return pycompat.sysstr(name + (b'@' + host if host else b''))
-        return 'anonymous' + ('@' + pycompat.sysstr(host) if host else '')
-    name = ui.username(acceptempty=True) or pycompat.sysbytes(
-        os.environ.get('USER') or getpass.getuser())
+    if not url.startswith(b'remote:'):
+        return os_account()
+    scheme, _sep, rest = url[len(b'remote:'):].partition(b':')
+    if scheme == b'ssh':
+        # remote:ssh:ADDRESS, the address unquoted (an IPv6 one holds colons)
+        name = encoding.environ.get(b'REMOTE_USER') or pycompat.sysbytes(os_account())
+        return _text(name + (b'@' + rest if rest else b''))
+    host, _sep, user = rest.partition(b':')
+    host, user = urlutil.urlreq.unquote(host), urlutil.urlreq.unquote(user)
+    if user:
+        return _text(user)
+    return 'anonymous' + ('@' + _text(host) if host else '')
+
+
+def author(ctx):
+    """The committer of ``ctx``: what the pusher wrote, recorded apart from the
+    pusher."""
+    return _text(ctx.user())
+
+
+def _text(name):
     return encoding.fromlocal(name).decode('utf-8', 'replace')
 
 

@@ -17,7 +17,7 @@ import tarfile
 import luigi
 
 from hgext_luigi import HgTask
-from hgext_luigi.ansible import AnsiblePlaybookTask
+from hgext_luigi.ansible import AnsiblePlaybookTask, unsafe
 from pipelines.sales import SalesReport
 
 
@@ -59,7 +59,8 @@ class ConfigureHosts(AnsiblePlaybookTask):
 
     @property
     def extra_vars(self):
-        return {"artifact": self.input().path, "deploy_root": deploy().root}
+        # paths are data: never templated by Ansible, whatever the file is named
+        return {"artifact": unsafe(self.input().path), "deploy_root": unsafe(deploy().root)}
 
 
 class LoadData(HgTask):

@@ -9,16 +9,21 @@ implementation.  Only SQLite exists today; a server database can be added behind
 the same methods.  Concurrency: WAL journal, a generous busy timeout and one short
 transaction per write, so several runs and workers can write at once without
 corrupting anything.
+
+Output paths under the output root are stored relative to it (schema 2), so a
+repository keeps its lineage when it is moved or restored elsewhere; the store
+converts at its boundary and every method takes and gives absolute paths.
 """
 
 import hashlib
 import json
 import os
+import re
 import time
 
 from . import sqlitedb
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT);
@@ -28,7 +33,7 @@ CREATE TABLE IF NOT EXISTS runs(
 CREATE TABLE IF NOT EXISTS run_tasks(
     run_id TEXT NOT NULL, key TEXT NOT NULL, family TEXT, task_id TEXT,
     changeset TEXT, base TEXT, affected INTEGER, reasons TEXT, outcome TEXT,
-    seconds REAL, PRIMARY KEY(run_id, key));
+    seconds REAL, status TEXT, PRIMARY KEY(run_id, key));
 CREATE TABLE IF NOT EXISTS builds(
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, task_id TEXT NOT NULL,
     key TEXT NOT NULL, family TEXT, params TEXT, changeset TEXT NOT NULL, base TEXT,
@@ -81,15 +86,101 @@ def _loads(text, default):
     return json.loads(text)
 
 
-class LineageStore:
-    """SQLite-backed lineage store (``.hg/luigi/lineage.db``)."""
+_CHANGESET = re.compile(r"[0-9a-f]{40}\Z")
 
-    def __init__(self, path):
+
+def relative_to(path, root):
+    """``path`` relative to ``root`` when it lies strictly inside it, else None."""
+    path = os.path.normpath(path)
+    try:
+        inside = os.path.commonpath([path, root]) == root
+    except ValueError:  # one relative, the other absolute
+        return None
+    if not inside or path == root:
+        return None
+    return os.path.relpath(path, root)
+
+
+def migrated_path(path, changeset, root):
+    """The schema 2 form of a path recorded by schema 1 (absolute): relative to
+    the output root when inside it; else, when the build's changeset is one of
+    its folders (a stamped output of a repository since moved), the part from that
+    folder on; else unchanged."""
+    if not os.path.isabs(path):
+        return path
+    rel = relative_to(path, root)
+    if rel is not None:
+        return rel
+    parts = path.split(os.sep)
+    if changeset and _CHANGESET.match(changeset) and changeset in parts[:-1]:
+        last = len(parts) - 2 - parts[-2::-1].index(changeset)
+        return os.sep.join(parts[last:])
+    return path
+
+
+class LineageStore:
+    """SQLite-backed lineage store (``.hg/luigi/lineage.db``).
+
+    ``output_root``: where stamped outputs live (default: ``outputs`` beside the
+    store, the default of ``[luigi] output-root``)."""
+
+    def __init__(self, path, output_root=None):
         self.path = path
+        if output_root is None:
+            output_root = os.path.join(os.path.dirname(os.path.abspath(path)), "outputs")
+        self.output_root = os.path.normpath(os.path.abspath(output_root))
         try:
             self._db = sqlitedb.connect(path, _SCHEMA)
         except sqlitedb.Error as e:
             raise StoreError("cannot open lineage store %s: %s" % (path, e))
+        try:
+            self._migrate()
+        except (sqlitedb.Error, ValueError) as e:
+            self._db.close()
+            raise StoreError("cannot migrate lineage store %s: %s" % (path, e))
+
+    def _migrate(self):
+        """Bring a schema 1 store (absolute output paths) to schema 2, in place, in
+        one transaction; a no-op once done, whoever did it."""
+        if self._schema(self._db) >= 2:
+            return  # without taking the write lock
+        with self._tx() as db:
+            if self._schema(db) >= 2:
+                return  # another process migrated it meanwhile
+            columns = [c["name"] for c in db.execute("PRAGMA table_info(run_tasks)")]
+            if "status" not in columns:  # the plan's status: external, affected...
+                db.execute("ALTER TABLE run_tasks ADD COLUMN status TEXT")
+            for o in db.execute("SELECT o.rowid AS id, o.path, b.changeset FROM outputs o"
+                                " LEFT JOIN builds b ON b.id = o.build_id").fetchall():
+                new = migrated_path(o["path"], o["changeset"], self.output_root)
+                if new != o["path"]:
+                    db.execute("UPDATE outputs SET path = ? WHERE rowid = ?", (new, o["id"]))
+            for i in db.execute("SELECT rowid AS id, changeset, outputs FROM inputs"
+                                " WHERE outputs IS NOT NULL").fetchall():
+                old = _loads(i["outputs"], [])
+                new = [migrated_path(p, i["changeset"], self.output_root) for p in old]
+                if new != old:
+                    db.execute("UPDATE inputs SET outputs = ? WHERE rowid = ?",
+                               (json.dumps(new), i["id"]))
+            db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('schema', ?)",
+                       (str(SCHEMA_VERSION),))
+
+    @staticmethod
+    def _schema(db):
+        row = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        return int(row["value"]) if row else 0
+
+    def _stored(self, path):
+        """How ``path`` (absolute, or relative to the current directory) is recorded."""
+        path = os.path.abspath(path)
+        rel = relative_to(path, self.output_root)
+        return path if rel is None else rel
+
+    def _absolute(self, stored):
+        """The absolute path of a recorded path."""
+        if os.path.isabs(stored):
+            return stored
+        return os.path.join(self.output_root, stored)
 
     def close(self):
         self._db.close()
@@ -112,7 +203,8 @@ class LineageStore:
             return cur.rowcount
 
     def begin_run(self, run_id, rev, user, trigger, scheduler, plan_rows):
-        """Record a run and its plan: one row per task with stamp, base and reasons."""
+        """Record a run and its plan: one row per task with stamp, base, reasons and
+        status (``affected``, ``upstream``, ``unaffected``, ``external``)."""
         with self._tx() as db:
             db.execute(
                 "INSERT INTO runs(id, rev, started, user, trigger, status, scheduler)"
@@ -121,7 +213,7 @@ class LineageStore:
             )
             db.executemany(
                 "INSERT INTO run_tasks(run_id, key, family, task_id, changeset, base,"
-                " affected, reasons, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " affected, reasons, outcome, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         run_id,
@@ -133,6 +225,7 @@ class LineageStore:
                         int(bool(r["affected"])),
                         json.dumps(r.get("reasons", [])),
                         r.get("outcome", "pending"),
+                        r.get("status"),
                     )
                     for r in plan_rows
                 ],
@@ -200,13 +293,15 @@ class LineageStore:
             )
             db.executemany(
                 "INSERT INTO outputs(build_id, path, size, sha256) VALUES (?, ?, ?, ?)",
-                [(build_id, o["path"], o.get("size"), o.get("sha256")) for o in outputs],
+                [(build_id, self._stored(o["path"]), o.get("size"), o.get("sha256"))
+                 for o in outputs],
             )
             db.executemany(
                 "INSERT INTO inputs(build_id, task_id, key, changeset, outputs)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [(build_id, i.get("task_id"), i.get("key"), i.get("changeset"),
-                  json.dumps(i.get("outputs", []))) for i in inputs],
+                  json.dumps([self._stored(p) for p in i.get("outputs", [])]))
+                 for i in inputs],
             )
 
     def has_success(self, task_id, changeset, run_id=None):
@@ -219,14 +314,21 @@ class LineageStore:
             args.append(run_id)
         return self._db.execute(sql + " LIMIT 1", args).fetchone() is not None
 
-    def successes(self, key, limit=5):
+    def successes(self, key, limit=5, at=None):
         """The latest successful build per distinct changeset of task ``key``, newest
-        first: dicts with changeset, build id, outputs and the inputs consumed."""
+        first: dicts with changeset, build id, outputs and the inputs consumed.
+        With ``at``, the build at that changeset (if any) comes first, however
+        old: what is built at a changeset stays built there."""
         rows = self._db.execute(
             "SELECT changeset, MAX(id) AS id FROM builds WHERE key = ? AND status = 'success'"
             " GROUP BY changeset ORDER BY MAX(ended) DESC LIMIT ?",
             (key, limit),
         ).fetchall()
+        if at is not None:
+            own = self._db.execute(
+                "SELECT changeset, MAX(id) AS id FROM builds WHERE key = ? AND changeset = ?"
+                " AND status = 'success' GROUP BY changeset", (key, at)).fetchall()
+            rows = own + [r for r in rows if r["changeset"] != at]
         out = []
         for r in rows:
             out.append({
@@ -265,9 +367,14 @@ class LineageStore:
         return self._build_dict(row) if row else None
 
     def outputs(self, build_id):
-        return [dict(r) for r in self._db.execute(
-            "SELECT path, size, sha256 FROM outputs WHERE build_id = ? ORDER BY path",
-            (build_id,))]
+        out = []
+        for r in self._db.execute(
+                "SELECT path, size, sha256 FROM outputs WHERE build_id = ? ORDER BY path",
+                (build_id,)):
+            d = dict(r)
+            d["path"] = self._absolute(d["path"])
+            out.append(d)
+        return out
 
     def inputs(self, build_id):
         out = []
@@ -275,16 +382,19 @@ class LineageStore:
                 "SELECT task_id, key, changeset, outputs FROM inputs WHERE build_id = ?"
                 " ORDER BY key", (build_id,)):
             d = dict(r)
-            d["outputs"] = _loads(d["outputs"], [])
+            d["outputs"] = [self._absolute(p) for p in _loads(d["outputs"], [])]
             out.append(d)
         return out
 
     def builds_producing(self, path):
-        """Successful builds that recorded ``path`` as an output, newest first."""
+        """Successful builds that recorded ``path`` (absolute) as an output, newest
+        first.  Also finds it recorded absolute, as a store that older code
+        still writes to may have it."""
+        path = os.path.abspath(path)
         rows = self._db.execute(
             "SELECT b.* FROM builds b JOIN outputs o ON o.build_id = b.id"
-            " WHERE o.path = ? AND b.status = 'success' ORDER BY b.id DESC",
-            (path,),
+            " WHERE o.path IN (?, ?) AND b.status = 'success' ORDER BY b.id DESC",
+            (self._stored(path), path),
         ).fetchall()
         return [self._build_dict(r) for r in rows]
 
@@ -305,6 +415,7 @@ class LineageStore:
         return d
 
 
-def open_store(path):
-    """The lineage store at ``path`` (a SQLite file)."""
-    return LineageStore(path)
+def open_store(path, output_root=None):
+    """The lineage store at ``path`` (a SQLite file), recording output paths
+    relative to ``output_root`` (``Settings.output_root``)."""
+    return LineageStore(path, output_root)

@@ -184,12 +184,16 @@ def bench_ansible(rounds):
     """A playbook as an AnsiblePlaybookTask (hg luigi-run --all) vs ansible-playbook
     run by hand on the same files: what hg, planning, the tree, Luigi and
     ansible-runner add."""
-    env = env_for("[extensions]\nhgext_luigi =\n")
+    # BENCH_DIR must reach the run ([luigi] pass-env) and ansible-playbook ([ansible]
+    # pass_env in luigi.cfg): both environments are allow-lists
+    env = env_for("[extensions]\nhgext_luigi =\n[luigi]\n"
+                  "pass-env = PATH HOME LANG LC_* BENCH_DIR\n")
     repo = os.path.join(OUT, "ansible")
     os.makedirs(os.path.join(repo, "pipelines"))
     os.makedirs(os.path.join(repo, "deploy"))
     subprocess.run([HG, "init", repo], env=env, check=True)
     files = {"pipelines/__init__.py": ANSIBLE_PIPELINE, "deploy/site.yml": ANSIBLE_PLAYBOOK,
+             "luigi.cfg": "[ansible]\npass_env = BENCH_DIR\n",
              "deploy/inventory": 'localhost ansible_connection=local '
                                  'ansible_python_interpreter="{{ansible_playbook_python}}"\n'}
     for rel, text in files.items():

@@ -29,7 +29,11 @@ def environment():
     with open(hgrc, "w") as f:
         f.write("[extensions]\nhgext_luigi =\n"
                 "[ui]\nusername = Demo User <demo@example.com>\n"
-                "[luigi]\non-commit = plan\n")
+                "[luigi]\non-commit = plan\n"
+                # pipeline code sees only these variables; the demo's examples read
+                # LUIGI_CONFIG_PATH, and reach the local moto_server through AWS_*
+                "pass-env = PATH HOME USER LOGNAME LANG LC_* TZ TMPDIR TERM "
+                "LUIGI_CONFIG_PATH AWS_*\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HG")}
     env.update(HGRCPATH=hgrc, HGPLAIN="1", HGENCODING="utf-8",
                PATH=BIN + os.pathsep + env.get("PATH", ""))

@@ -4,10 +4,15 @@ Every option the extension reads is registered here with its default, so
 ``hg config luigi`` and ``hg help hgext_luigi`` stay complete.
 """
 
+import dataclasses
+import math
 import os
+import re
 import sys
 
-from mercurial import encoding, pycompat, registrar
+from mercurial import encoding, error, pycompat, registrar
+from mercurial.i18n import _
+from mercurial.utils import stringutil
 
 
 def local(s):
@@ -20,17 +25,29 @@ def local(s):
     return encoding.tolocal(str(s).encode('utf-8', 'surrogateescape'))
 
 
+def text(b):
+    """Bytes from Mercurial (options, arguments, config values: the local
+    encoding) as the ``str`` Luigi speaks; the inverse of :func:`local`."""
+    if b is None:
+        return None
+    if isinstance(b, str):
+        return b
+    return encoding.fromlocal(b).decode('utf-8', 'surrogateescape')
+
+
 configtable = {}
 configitem = registrar.configitem(configtable)
 
 configitem(b'luigi', b'module', default=b'pipelines')
 configitem(b'luigi', b'roots', default=list)
 configitem(b'luigi', b'output-root', default=None)
+configitem(b'luigi', b'plain-output-root', default=None)
 configitem(b'luigi', b'scheduler', default=None)
 configitem(b'luigi', b'workers', default=1)
 configitem(b'luigi', b'on-commit', default=b'off')
 configitem(b'luigi', b'watches-file', default=b'.hgluigi')
 configitem(b'luigi', b'python', default=None)
+configitem(b'luigi', b'pass-env', default=None)
 configitem(b'luigi', b'tree-cache', default=3)
 configitem(b'luigi', b'lock-timeout', default=0)
 configitem(b'luigi', b'gate', default=False)
@@ -47,9 +64,15 @@ configitem(b'luigi', b'callback-visibility', default=300)
 configitem(b'luigi', b'aws-region', default=None)
 configitem(b'luigi', b'aws-endpoint-url', default=None)
 configitem(b'luigi', b'aws-profile', default=None)
+# secrets the server hands to the task types that need them, by variable name
+configitem(b'ansible', b'vault_password_env', default=None)
 
 ON_COMMIT = (b'off', b'plan', b'run')
 ON_PUSH = (b'off', b'run', b'queue')
+
+# what pipeline code sees of the server's environment unless [luigi] pass-env says
+DEFAULT_PASS_ENV = ('PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_*', 'TZ', 'TMPDIR',
+                    'TERM')
 
 
 def state_dir(repo):
@@ -65,37 +88,191 @@ def store_path(repo):
     return pycompat.fsdecode(os.path.join(state_dir(repo), b'lineage.db'))
 
 
-class Settings:
-    """The ``[luigi]`` options of one repository, as ``str`` for the Luigi side."""
+class SettingError(error.ConfigError):
+    """A bad value in the configuration: ``abort: config error: SECTION.NAME: ...``
+    naming the option and what it accepts."""
 
-    def __init__(self, ui, repo):
-        s = pycompat.sysstr
-        self.module = s(ui.config(b'luigi', b'module'))
-        self.roots = [s(r) for r in ui.configlist(b'luigi', b'roots')]
-        root = ui.config(b'luigi', b'output-root')
-        if root:
-            root = os.path.join(repo.root, os.path.expanduser(root))
-        else:
-            root = os.path.join(state_dir(repo), b'outputs')
-        self.output_root = os.path.normpath(pycompat.fsdecode(root))
-        sched = ui.config(b'luigi', b'scheduler')
-        self.scheduler = s(sched) if sched else None
-        self.workers = ui.configint(b'luigi', b'workers')
-        self.on_commit = ui.config(b'luigi', b'on-commit')
-        self.watches_file = s(ui.config(b'luigi', b'watches-file') or b'')
-        python = ui.config(b'luigi', b'python')
-        self.python = pycompat.fsdecode(python) if python else sys.executable
-        self.tree_cache = max(1, ui.configint(b'luigi', b'tree-cache'))
-        self.lock_timeout = ui.configint(b'luigi', b'lock-timeout')
-        self.store = store_path(repo)
-        self.queue = queue_path(repo)
-        self.lease = max(1, ui.configint(b'luigi', b'lease'))
-        self.max_attempts = max(1, ui.configint(b'luigi', b'max-attempts'))
-        self.poll_interval = max(0.05, ui.configwith(float, b'luigi', b'poll-interval'))
-        self.coalesce = ui.configbool(b'luigi', b'coalesce')
-        self.state = pycompat.fsdecode(state_dir(repo))
+    def __init__(self, section, name, value, allowed):
+        msg = _(b'config error: %s.%s: %s is not %s') % (
+            section, name, pycompat.bytestr(stringutil.pprint(value)), allowed)
+        super().__init__(msg, hint=_(b'fix it in your hgrc (see hg help hgext_luigi)'))
+
+    def format(self):
+        return _(b'abort: %s\n(%s)\n') % (self.message, self.hint)
+
+
+class Reader:
+    """Reads and checks options of one section; every bad value is a
+    :class:`SettingError`, never a traceback or a silently odd hook."""
+
+    def __init__(self, ui, section=b'luigi'):
+        self.ui = ui
+        self.section = section
+
+    def raw(self, name):
+        return self.ui.config(self.section, name)
+
+    def _bad(self, name, allowed):
+        raise SettingError(self.section, name, self.raw(name), allowed)
+
+    def choice(self, name, choices):
+        value = self.raw(name)
+        if value not in choices:
+            self._bad(name, b'one of ' + b', '.join(choices))
+        return value
+
+    def bool(self, name):
+        value = self.ui.config(self.section, name)
+        if isinstance(value, bool):
+            return value
+        parsed = stringutil.parsebool(value or b'')
+        if parsed is None:
+            self._bad(name, b'a boolean (true or false)')
+        return parsed
+
+    def number(self, name, kind=int, minimum=None):
+        value = self.raw(name)
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not math.isfinite(number) or (
+                minimum is not None and number < minimum):
+            what = b'an integer' if kind is int else b'a number'
+            if minimum is not None:
+                what += b' >= %s' % pycompat.bytestr(minimum)
+            self._bad(name, what)
+        return number
+
+    def text(self, name, pattern=None, allowed=b''):
+        value = self.raw(name)
+        if value is None or value == b'':
+            return None
+        if pattern is not None and not re.match(pattern, value):
+            self._bad(name, allowed)
+        return text(value) if pattern is not None else value
+
+    def names(self, name, pattern, allowed):
+        values = self.ui.configlist(self.section, name)
+        for v in values:
+            if not re.match(pattern, v):
+                raise SettingError(self.section, name, v, allowed)
+        return tuple(text(v) for v in values)
+
+
+_MODULE = br'^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$'
+_ENV_NAME = br'^[A-Za-z_*?][A-Za-z0-9_*?]*$'
+_VAR = br'^[A-Za-z_][A-Za-z0-9_]*$'
+_URL = br'^https?://[^\s/]+(/\S*)?$'
+
+
+def _repo_relative(reader, name):
+    value = reader.raw(name) or b''
+    norm = os.path.normpath(value) if value else value
+    if value and (os.path.isabs(value) or norm == b'..' or norm.startswith(b'../')
+                  or norm.split(b'/')[0] == b'.hg'):
+        reader._bad(name, b'a path inside the repository')
+    return text(value)
+
+
+def _output_root(repo, value, default):
+    if value:
+        root = os.path.join(repo.root, os.path.expanduser(value))
+    else:
+        root = default
+    return os.path.normpath(pycompat.fsdecode(root))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The options of one repository, read and checked once, as ``str`` for the
+    Luigi side.  Frozen: a caller that needs other values makes a copy with
+    :meth:`replace`."""
+
+    module: str
+    roots: tuple
+    output_root: str
+    plain_output_root: str
+    scheduler: str
+    workers: int
+    on_commit: bytes
+    on_push: bytes
+    gate: bool
+    watches_file: str
+    python: str
+    pass_env: tuple
+    secret_env: tuple
+    tree_cache: int
+    lock_timeout: float
+    lease: int
+    max_attempts: int
+    poll_interval: float
+    coalesce: bool
+    auto_hooks: bool
+    callback_queue: str
+    callback_heartbeat: int
+    callback_visibility: int
+    aws_region: str
+    aws_endpoint_url: str
+    aws_profile: str
+    store: str
+    queue: str
+    state: str
+
+    @classmethod
+    def read(cls, ui, repo):
+        r = Reader(ui)
+        output_root = _output_root(repo, r.raw(b'output-root'),
+                                   os.path.join(state_dir(repo), b'outputs'))
+        plain = r.raw(b'plain-output-root')
+        python = r.raw(b'python')
+        pass_env = r.raw(b'pass-env')
+        vault = Reader(ui, b'ansible').text(b'vault_password_env', _VAR,
+                                            b'an environment variable name')
+        return cls(
+            module=r.text(b'module', _MODULE, b'a Python module name'),
+            roots=r.names(b'roots', br'^[^\s=]+$', b'a task family'),
+            output_root=output_root,
+            plain_output_root=(_output_root(repo, plain, None) if plain
+                               else os.path.join(output_root, 'plain')),
+            scheduler=r.text(b'scheduler', _URL, b'a URL like http://host:8082'),
+            workers=r.number(b'workers', int, 1),
+            on_commit=r.choice(b'on-commit', ON_COMMIT),
+            on_push=r.choice(b'on-push', ON_PUSH),
+            gate=r.bool(b'gate'),
+            watches_file=_repo_relative(r, b'watches-file'),
+            python=pycompat.fsdecode(python) if python else sys.executable,
+            pass_env=(r.names(b'pass-env', _ENV_NAME, b'an environment variable name '
+                              b'(globs * and ? allowed)')
+                      if pass_env is not None else DEFAULT_PASS_ENV),
+            secret_env=(vault,) if vault else (),
+            tree_cache=r.number(b'tree-cache', int, 1),
+            lock_timeout=r.number(b'lock-timeout', float, 0),
+            lease=r.number(b'lease', int, 1),
+            max_attempts=r.number(b'max-attempts', int, 1),
+            poll_interval=r.number(b'poll-interval', float, 0.05),
+            coalesce=r.bool(b'coalesce'),
+            auto_hooks=r.bool(b'auto-hooks'),
+            callback_queue=r.text(b'callback-queue', _URL, b'an SQS queue URL'),
+            callback_heartbeat=r.number(b'callback-heartbeat', int, 1),
+            callback_visibility=r.number(b'callback-visibility', int, 1),
+            aws_region=r.text(b'aws-region', br'^[a-z0-9-]+$', b'an AWS region name'),
+            aws_endpoint_url=r.text(b'aws-endpoint-url', _URL, b'a URL'),
+            aws_profile=r.text(b'aws-profile', br'^[^\s]+$', b'a profile name'),
+            store=store_path(repo),
+            queue=queue_path(repo),
+            state=pycompat.fsdecode(state_dir(repo)),
+        )
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
 
     def index_settings(self):
         """What the task graph depends on besides the repository's files."""
-        return {"module": self.module, "roots": self.roots,
+        return {"module": self.module, "roots": list(self.roots),
                 "watches_file": self.watches_file, "python": self.python}
+
+
+def auto_hooks(ui):
+    """``[luigi] auto-hooks``, checked (read by every registered hook)."""
+    return Reader(ui).bool(b'auto-hooks')

@@ -52,7 +52,7 @@ class Context:
         if self.store_path and (self._store is None or self._store_pid != os.getpid()):
             from . import lineage
 
-            self._store = lineage.open_store(self.store_path)
+            self._store = lineage.open_store(self.store_path, self.output_root)
             self._store_pid = os.getpid()
         return self._store
 
@@ -92,6 +92,28 @@ class Context:
 
 _current = None
 _events_fd = None
+_secrets = {}
+
+SECRETS_ENV = "HGEXT_LUIGI_SECRETS"
+
+
+def stash_secrets():
+    """Move the secrets the hg side handed this run (the variables named in
+    ``HGEXT_LUIGI_SECRETS``) out of ``os.environ``, before pipeline code is
+    imported: only the code that asks for one by name (:func:`secret`) gets it,
+    and no child process inherits it."""
+    for name in filter(None, os.environ.pop(SECRETS_ENV, "").split(",")):
+        value = os.environ.pop(name, None)
+        if value is not None:
+            _secrets[name] = value
+
+
+def secret(name):
+    """A secret the hg side handed this run (moved out of os.environ before the
+    pipeline was imported), else the environment's value, else None."""
+    if not name:
+        return None
+    return _secrets.get(name) or os.environ.get(name)
 
 
 def set_events_fd(fd):

@@ -34,7 +34,7 @@ def _auto(func):
     listed in ``[hooks]`` by hand)."""
 
     def hook(ui, repo, *args, **kwargs):
-        if not ui.configbool(b'luigi', b'auto-hooks'):
+        if not config.auto_hooks(ui):
             return False
         return func(ui, repo, *args, **kwargs)
 
@@ -51,16 +51,16 @@ def uipopulate(ui):
 
 
 def commit_hook(ui, repo, hooktype, node=None, **kwargs):
-    mode = ui.config(b'luigi', b'on-commit')
+    try:
+        settings = config.Settings.read(ui, repo)
+    except error.Abort as e:
+        ui.warn(_(b'luigi: %s\n(%s)\n') % (e.message, e.hint))
+        return True
+    mode = settings.on_commit
     if mode == b'off' or node is None:
         return None
-    if mode not in config.ON_COMMIT:
-        ui.warn(_(b'luigi: unknown [luigi] on-commit value %s (use off, plan or run)\n')
-                % mode)
-        return True
     from . import dispatch, planner
 
-    settings = config.Settings(ui, repo)
     ctx = repo[node]
     try:
         if mode == b'plan':
@@ -86,23 +86,30 @@ def commit_hook(ui, repo, hooktype, node=None, **kwargs):
 
 # -- pushes -------------------------------------------------------------------
 
-def _push_mode(ui):
-    mode = ui.config(b'luigi', b'on-push')
-    if mode not in config.ON_PUSH:
-        ui.warn(_(b'luigi: unknown [luigi] on-push value %s (use off, run or queue); '
-                  b'queueing the push\n') % mode)
-        return b'queue'
-    return mode
-
-
 def check_pipeline(ui, repo, ctx, settings):
     """Load the pipeline at ``ctx`` in a subprocess and check it: imports, task
-    graph without cycles, valid ``watches`` patterns.  Aborts when broken."""
-    from . import index, planner
+    graph without cycles, valid ``watches`` patterns.  Aborts when broken, or
+    when ``ctx`` holds a path no tree may be written at (``../x``, ``.hg/hgrc``,
+    a file under a symlink), even if the task graph is cached."""
+    from . import index, planner, tree
 
+    tree.check_paths(ctx)
     with planner.Workspace(ui, repo, ctx, settings) as ws:
         graph = index.load(ui, ctx, settings, ws.path)
     planner.Matchers(repo, ctx, planner.graph_nodes(graph))
+
+
+def _reject(ui, ctx, e):
+    """Refuse the push.  The details go out as hook output, which reaches the
+    pusher whole; the abort itself stays short (over HTTP it travels as a
+    bundle2 parameter, which holds at most 255 bytes)."""
+    ui.warn(_(b'luigi gate: the pipeline at %s (%s) is broken:\n%s\n')
+            % (ctx.hex()[:12], ctx.branch(), e.message))
+    if e.hint and e.hint not in e.message:
+        ui.warn(b'(%s)\n' % e.hint)
+    raise error.Abort(_(b'luigi gate rejected the push: the pipeline at %s is broken')
+                      % ctx.hex()[:12],
+                      hint=_(b'fix it and push again (details above)'))
 
 
 def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source=None,
@@ -111,12 +118,11 @@ def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source
 
     if node is None or source not in trigger.PUSH_SOURCES:
         return False
-    gate = ui.configbool(b'luigi', b'gate')
-    mode = _push_mode(ui)
+    settings = config.Settings.read(ui, repo)
+    gate, mode = settings.gate, settings.on_push
     if not gate and mode == b'off':
         return False
     heads = trigger.push_heads(repo, node, node_last)
-    settings = config.Settings(ui, repo)
     if gate:
         for ctx in heads:
             if not trigger.branch_allowed(ui, ctx.branch()):
@@ -124,11 +130,7 @@ def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source
             try:
                 check_pipeline(ui, repo, ctx, settings)
             except error.Abort as e:
-                raise error.Abort(
-                    _(b'luigi gate: the pipeline at %s (%s) is broken: %s')
-                    % (ctx.hex()[:12], ctx.branch(), e.message),
-                    hint=e.hint or _(b'fix it and push again, or push with the gate off '
-                                     b'([luigi] gate = false)'))
+                _reject(ui, ctx, e)
             ui.note(_(b'luigi gate: pipeline at %s checked\n') % ctx.hex()[:12])
     if mode == b'off':
         return False
@@ -138,6 +140,7 @@ def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source
         skip, force = trigger.directives(repo, ctx, node)
         branch = ctx.branch()
         entry = {"head": ctx.hex().decode("ascii"), "force": force, "pusher": who,
+                 "author": trigger.author(ctx),
                  "branch": branch.decode("utf-8", "replace"),
                  "source": trigger.describe_source(url)}
         if not trigger.branch_allowed(ui, branch):
@@ -184,10 +187,10 @@ def changegroup_hook(ui, repo, hooktype, node=None, source=None, txnid=None, **k
 
     if node is None or source not in trigger.PUSH_SOURCES:
         return False
-    mode = _push_mode(ui)
+    settings = config.Settings.read(ui, repo)
+    mode = settings.on_push
     if mode == b'off':
         return False
-    settings = config.Settings(ui, repo)
     q = _queue(settings.queue)
     try:
         ids = q.confirm(_txn(txnid, node))
@@ -209,8 +212,8 @@ def changegroup_hook(ui, repo, hooktype, node=None, source=None, txnid=None, **k
         from . import worker
 
         owner = worker.owner_id()
-        settings.lock_timeout = max(settings.lock_timeout, 24 * 3600)
-        settings.coalesce = False  # this push's own heads, nothing else
+        settings = settings.replace(lock_timeout=max(settings.lock_timeout, 24 * 3600),
+                                    coalesce=False)  # this push's own heads, nothing else
         failed = False
         for e in pending:
             entry = q.claim(owner, settings.lease, settings.max_attempts, only=e["id"])

@@ -18,26 +18,59 @@ from mercurial import error, pycompat
 from mercurial.i18n import _
 from mercurial.node import hex as hexnode
 
-from . import config
+from . import config, sandbox
 
 _KEEP = 8  # cached graphs per settings
 
 
-def pipeline_env(extra=None):
-    """Environment of a pipeline subprocess: our package importable whatever the
-    interpreter, no bytecode written into the materialized trees."""
-    env = dict(os.environ)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [here, env.get("PYTHONPATH")] if p)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.pop("HGEXT_LUIGI_CONTEXT", None)
-    if extra:
-        env.update(extra)
-    return env
+def pipeline_env(settings, extra=None, secrets=False):
+    """Environment of a pipeline subprocess: the allow-listed variables
+    (``[luigi] pass-env``), this package importable and nothing else of ours,
+    the secrets the server names only when ``secrets`` (the runner)."""
+    return sandbox.pipeline_env(os.environ, settings.pass_env, settings.state,
+                                settings.secret_env if secrets else (), extra)
 
 
-def _cache_file(settings):
-    blob = json.dumps(settings.index_settings(), sort_keys=True).encode("utf-8")
+# Luigi's configuration files outside the tree (those inside are repository
+# files: the loader lists them with the pipeline's sources)
+_GLOBAL_LUIGI_CONFIG = ("/etc/luigi/client.cfg", "/etc/luigi/luigi.cfg",
+                        "/etc/luigi/luigi.toml")
+
+
+def _outside_config(env):
+    paths = list(_GLOBAL_LUIGI_CONFIG)
+    if env.get("LUIGI_CONFIG_PATH"):
+        paths.append(env["LUIGI_CONFIG_PATH"])
+    out = {}
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                out[p] = hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            out[p] = None
+    return out
+
+
+def _interpreter(python):
+    try:
+        st = os.stat(python)
+        return [os.path.realpath(python), st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [python]
+
+
+def cache_key(settings, tasks=()):
+    """Everything besides repository files that shapes the task graph: the
+    settings, the ``--task`` arguments, the interpreter, what the pipeline sees
+    of the environment and the Luigi configuration files outside the tree."""
+    env = pipeline_env(settings)
+    return dict(settings.index_settings(), tasks=list(tasks),
+                interpreter=_interpreter(settings.python),
+                env=sandbox.env_digest(env), luigi_config=_outside_config(env))
+
+
+def _cache_file(settings, key):
+    blob = json.dumps(key, sort_keys=True).encode("utf-8")
     name = "graph-%s.json" % hashlib.sha1(blob).hexdigest()[:16]
     return os.path.join(settings.state, "index", name)
 
@@ -59,17 +92,17 @@ def _read(path):
         return []
 
 
-def cached(ctx, settings):
+def cached(ctx, settings, key):
     """The cached graph valid for ``ctx``, or None."""
-    entries = _read(_cache_file(settings))
+    entries = _read(_cache_file(settings, key))
     for entry in entries:
         if _filenodes(ctx, entry["files"]) == entry["nodes"]:
             return entry["graph"]
     return None
 
 
-def _store(ctx, settings, graph):
-    path = _cache_file(settings)
+def _store(ctx, settings, key, graph):
+    path = _cache_file(settings, key)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     entry = {"nodes": _filenodes(ctx, graph["files"]), "files": graph["files"],
              "graph": graph}
@@ -81,18 +114,21 @@ def _store(ctx, settings, graph):
     os.replace(tmp, path)
 
 
-def load(ui, ctx, settings, get_tree):
-    """The task graph of the pipeline at ``ctx``: from the cache, or by loading the
-    pipeline from the tree ``get_tree()`` materializes.  Aborts on a broken
-    pipeline, naming the file and line."""
-    graph = cached(ctx, settings)
+def load(ui, ctx, settings, get_tree, tasks=()):
+    """The task graph of the pipeline at ``ctx`` with the ``--task`` arguments
+    ``tasks`` as extra roots: from the cache, or by loading the pipeline from the
+    tree ``get_tree()`` materializes.  Aborts on a broken pipeline, naming the
+    file and line."""
+    key = cache_key(settings, tasks)
+    graph = cached(ctx, settings, key)
     if graph is not None:
         ui.debug(b'luigi: task graph from cache\n')
         return graph
     tree = get_tree()
     ui.note(_(b'loading pipeline %s at %s\n')
             % (config.local(settings.module), ctx.hex()[:12]))
-    args = dict(settings.index_settings(), tree=tree, rev=pycompat.sysstr(ctx.hex()))
+    args = dict(settings.index_settings(), tasks=list(tasks), tree=tree,
+                rev=pycompat.sysstr(ctx.hex()))
     fd, path = tempfile.mkstemp(prefix="hgluigi-index-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -100,7 +136,7 @@ def load(ui, ctx, settings, get_tree):
         try:
             proc = subprocess.run(
                 [settings.python, "-m", "hgext_luigi.loader", path],
-                cwd=tree, env=pipeline_env(), stdout=subprocess.PIPE,
+                cwd=tree, env=pipeline_env(settings), stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             )
         except OSError as e:
@@ -121,7 +157,7 @@ def load(ui, ctx, settings, get_tree):
         ui.debug(proc.stderr)
     if not result.get("ok"):
         raise_load_error(result["error"], ctx)
-    _store(ctx, settings, result)
+    _store(ctx, settings, key, result)
     return result
 
 
@@ -144,6 +180,8 @@ def raise_load_error(err, ctx):
         hint = _(b'a task must not require itself, directly or through others')
     elif kind == "config":
         hint = _(b'check [luigi] roots')
+    if err.get("hint"):  # the loader knows best what to do (--task, [luigi] roots)
+        hint = b(err["hint"])
     if where:
         msg = b'%s: %s' % (where, msg)
     if err.get("traceback"):

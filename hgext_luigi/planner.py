@@ -15,12 +15,19 @@ from . import config, index, lineage, plan, tree as treemod
 
 def resolve_rev(repo, rev):
     """The changectx to build: REV, else ``.``, else ``tip`` where there is no
-    working directory (a server repository)."""
+    working directory (a server repository).  Only committed changesets are
+    built: the working directory (``wdir()``) is refused."""
     if rev:
-        return scmutil.revsingle(repo, rev)
-    if repo.dirstate.p1() == repo.nullid:
-        return repo[b'tip']
-    return repo[b'.']
+        ctx = scmutil.revsingle(repo, rev)
+    elif repo.dirstate.p1() == repo.nullid:
+        ctx = repo[b'tip']
+    else:
+        ctx = repo[b'.']
+    if ctx.rev() is None or ctx.node() in (repo.nullid, None):
+        what = (_(b'the working directory is not a changeset') if ctx.rev() is None
+                else _(b'the null revision is not a changeset'))
+        raise error.InputError(what, hint=_(b'commit first, then run hg luigi-run -r .'))
+    return ctx
 
 
 class Workspace:
@@ -143,7 +150,11 @@ class Planned:
 
 def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
     """Plan ``ctx``: load the graph (cached), then classify every task."""
-    graph = index.load(ui, ctx, settings, workspace.path)
+    graph = index.load(ui, ctx, settings, workspace.path, tasks=names)
+    for warning in graph.get("warnings", []):
+        ui.warn(_(b'warning: %s\n') % _b(warning))
+    # a --task key given with other spacing or defaults left out: its canonical key
+    names = [graph.get("aliases", {}).get(n, n) for n in names]
     nodes = graph_nodes(graph)
     roots = list(graph["roots"])
     try:
@@ -152,10 +163,11 @@ def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
         matches = Matchers(repo, ctx, {k: n for k, n in nodes.items()})
         own_store = store is None
         if own_store:
-            store = lineage.open_store(settings.store)
+            store = lineage.open_store(settings.store, settings.output_root)
         try:
+            rev = pycompat.sysstr(ctx.hex())
             decisions = plan.classify(
-                nodes, wanted, pycompat.sysstr(ctx.hex()), store.successes,
+                nodes, wanted, rev, lambda key: store.successes(key, at=rev),
                 changes_since(repo, ctx), matches, force=force)
         finally:
             if own_store:
@@ -182,6 +194,16 @@ def task_id(planned, decision):
 _b = config.local
 
 
+def _why(ui, reasons):
+    """The first reason and how many more; every reason with ``-v``."""
+    if ui.verbose:
+        return '; '.join(reasons)
+    why = reasons[0] if reasons else ''
+    if len(reasons) > 1:
+        why += ' (+%d more)' % (len(reasons) - 1)
+    return why
+
+
 def show(ui, planned, fm, with_ids=True):
     """The plan as a table (text) or one object per task (``-T json``)."""
     decisions = planned.decisions
@@ -201,10 +223,7 @@ def show(ui, planned, fm, with_ids=True):
                 changeset=_b(d.changeset) if d.changeset else None,
                 base=_b(d.base) if d.base else None,
                 reasons=[_b(r) for r in d.reasons])
-        why = d.reasons[0] if d.reasons else ''
-        if len(d.reasons) > 1:
-            why += ' (+%d more)' % (len(d.reasons) - 1)
-        fm.plain(b'%s\n' % _b(why))
+        fm.plain(b'%s\n' % _b(_why(ui, d.reasons)))
     n = sum(1 for d in decisions if d.affected)
     fm.plain(_(b'%d of %d tasks affected at %s\n')
              % (n, len(decisions), planned.ctx.hex()[:12]))

@@ -23,7 +23,7 @@ from luigi.task import flatten
 from . import context
 from .sfnclient import (FAILED, StepFunctionsClient, StepFunctionsError, WaitTimeout,
                         execution_name)
-from .task import HgTask, output_digests, task_key
+from .task import HgTask, output_digests, read_config, task_key
 
 __all__ = ["StepFunctionsTask", "StepFunctionsClient", "StepFunctionsError",
            "StepFunctionsExecutionError", "stepfunctions"]
@@ -48,6 +48,11 @@ class stepfunctions(luigi.Config):
                                           "it; a retry attaches to it).")
     rerun_failed = luigi.BoolParameter(default=True, description="When the execution of "
                                        "this name already failed, start '<name>-r2'...")
+
+
+def _settings():
+    return read_config(stepfunctions, {"poll_interval": 0.1, "max_poll_interval": 0.1,
+                                       "timeout": 0})
 
 
 class StepFunctionsExecutionError(StepFunctionsError):
@@ -91,7 +96,7 @@ class StepFunctionsTask(HgTask):
         return self.stamped_target(os.path.join("stepfunctions", self.task_id + ".json"))
 
     def client(self):
-        cfg = stepfunctions()
+        cfg = _settings()
         return StepFunctionsClient(region=cfg.region, endpoint_url=cfg.endpoint_url,
                                    profile=cfg.profile)
 
@@ -110,7 +115,7 @@ class StepFunctionsTask(HgTask):
     def run(self):
         if not self.state_machine_arn:
             raise StepFunctionsError("%s sets no state_machine_arn" % self.get_task_family())
-        cfg = stepfunctions()
+        cfg = _settings()
         client = self.client()
         hg = self.lineage_input()
         identity = {"task_id": self.task_id, "state_machine": self.state_machine_arn,

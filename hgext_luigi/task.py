@@ -8,6 +8,7 @@ the build being reused for an unaffected one.
 """
 
 import os
+import re
 
 import luigi
 from luigi.task import flatten
@@ -73,11 +74,70 @@ def recorded_extra(task):
     return task.__dict__.get("_hgluigi_lineage") or None
 
 
-def _safe_relpath(relpath):
+class ConfigError(ValueError):
+    """A bad value in a Luigi configuration section the extension reads."""
+
+
+_BAD = object()
+
+
+def _kind(param, minimum):
+    kinds = {luigi.IntParameter: "an integer", luigi.FloatParameter: "a number",
+             luigi.BoolParameter: "a boolean (true or false)"}
+    what = next((v for k, v in kinds.items() if isinstance(param, k)), "valid")
+    return what + (" >= %s" % minimum if minimum is not None else "")
+
+
+def read_config(cls, minimum=None):
+    """An instance of the ``luigi.Config`` class ``cls`` whose options were all
+    checked first: a bad value is a :class:`ConfigError` naming
+    ``section.option`` and what it accepts (Luigi alone would fail later, with a
+    bare ``ValueError`` from deep inside a task)."""
+    import math
+
+    from luigi.configuration import get_config
+
+    minimum = minimum or {}
+    section = cls.get_task_family()
+    conf = get_config()
+    for name, param in cls.get_params():
+        for option in (name, name.replace("_", "-")):
+            if not conf.has_option(section, option):
+                continue
+            raw = conf.get(section, option)
+            try:
+                value = param.parse(raw)
+            except Exception:
+                value = _BAD
+            bad = value is _BAD or (isinstance(value, float) and not math.isfinite(value))
+            low = minimum.get(name)
+            if bad or (low is not None and value < low):
+                raise ConfigError("config error: %s.%s: %r is not %s"
+                                  % (section, option, raw, _kind(param, low)))
+    return cls()
+
+
+class UnsafePath(ValueError):
+    """A task asked for a path outside its root (``..``, absolute), or for a
+    changeset that is not a full hex node id."""
+
+
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _safe_relpath(task, relpath, where):
     rel = os.path.normpath(os.fspath(relpath))
-    if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep):
-        raise ValueError("path must stay inside the tree: %r" % (relpath,))
+    if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep) or rel == ".":
+        raise UnsafePath("%s: path %r must be relative and stay under %s"
+                         % (task.get_task_family(), relpath, where))
     return rel
+
+
+def check_changeset(task, changeset):
+    if not isinstance(changeset, str) or not _HEX40.match(changeset):
+        raise UnsafePath("%s: changeset %r is not a full 40-hex changeset id"
+                         % (task.get_task_family(), changeset))
+    return changeset
 
 
 class HgTask(luigi.Task):
@@ -123,7 +183,8 @@ class HgTask(luigi.Task):
         ctx = context.current()
         if ctx is None or not ctx.output_root:
             raise RuntimeError("stamped_target() needs a run started by 'hg luigi-run'")
-        path = os.path.join(ctx.output_root, self.changeset, _safe_relpath(relpath))
+        rel = _safe_relpath(self, relpath, "the output root")
+        path = os.path.join(ctx.output_root, check_changeset(self, self.changeset), rel)
         return luigi.LocalTarget(path, **kwargs)
 
     def source_path(self, relpath):
@@ -131,7 +192,8 @@ class HgTask(luigi.Task):
         ctx = context.current()
         if ctx is None:
             raise RuntimeError("source_path() needs a run started by 'hg luigi-run'")
-        return os.path.join(ctx.tree_for(self.changeset), _safe_relpath(relpath))
+        rel = _safe_relpath(self, relpath, "the repository")
+        return os.path.join(ctx.tree_for(check_changeset(self, self.changeset)), rel)
 
     @property
     def lineage_extra(self):

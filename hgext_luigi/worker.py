@@ -114,8 +114,7 @@ def process(ui, repo, settings, q, entry, owner, workers=None):
         if rc == 0:
             state = "done"
         else:
-            failed = report.get("failed")
-            err = "tasks failed: %s" % ", ".join(failed) if failed else "run failed"
+            err = _failure(report)
     except error.Abort as e:
         err = e.message.decode("utf-8", "replace")
         if e.hint:
@@ -131,6 +130,17 @@ def process(ui, repo, settings, q, entry, owner, workers=None):
         ui.warn(_(b'luigi: queue entry %d was taken over by another worker (lease of %ds '
                   b'expired)\n') % (entry["id"], settings.lease))
     return state
+
+
+def _failure(report):
+    """What a failed run's queue entry says: the tasks that failed and,
+    separately, those that did not run because of them."""
+    parts = []
+    if report.get("failed"):
+        parts.append("failed: %s" % ", ".join(report["failed"]))
+    if report.get("not_run"):
+        parts.append("not run because of them: %s" % ", ".join(report["not_run"]))
+    return "; ".join(parts) or "run failed"
 
 
 def _fresh(repo):
@@ -153,7 +163,7 @@ def serve(ui, repo, settings, once=False, workers=None, limit=None):
     q = open_queue(settings)
     # a run waits for the repository's run lock (another worker's run) instead of
     # giving up: the lease is renewed meanwhile
-    settings.lock_timeout = max(settings.lock_timeout, 24 * 3600)
+    settings = settings.replace(lock_timeout=max(settings.lock_timeout, 24 * 3600))
     processed = failed = 0
 
     def terminate(signum, frame):

@@ -9,6 +9,8 @@ from conftest import ROOT, make_demo_repo
 
 def example_repo(hg, tmp_path):
     repo = make_demo_repo(hg, str(tmp_path / "repo"))
+    # the examples read LUIGI_CONFIG_PATH, and the cloud one reaches moto via AWS_*
+    repo.config("[luigi]\npass-env = PATH HOME LANG LUIGI_CONFIG_PATH AWS_*\n")
     for d in ("app", "deploy", "workflows"):
         shutil.copytree(os.path.join(ROOT, "demo", d), os.path.join(repo.path, d))
     repo.commit("deploy and workflow definitions")

@@ -61,5 +61,8 @@ def test_bad_on_commit_value(demo):
     demo.config("[luigi]\non-commit = sometimes\n")
     demo.write("README", "x\n")
     proc = demo("commit", "-A", "-m", "x", check=False)
-    assert "luigi: unknown [luigi] on-commit value sometimes (use off, plan or run)" in proc.stderr
+    assert "luigi: config error: luigi.on-commit: 'sometimes' is not one of off, plan, " \
+        "run" in proc.stderr
+    assert "commit.hgext_luigi hook failed" in proc.stderr  # loud, never silent
+    assert "Traceback" not in proc.stderr
     assert demo("log", "-r", ".", "-T", "{desc}").stdout == "x"

@@ -131,7 +131,9 @@ def flow(hg, tmp_path, aws):
     repo.write("pipelines/__init__.py", PIPELINE)
     repo.write("data/rows.txt", "a\nb\nc\n")
     repo.write("luigi.cfg", LUIGI_CFG)
-    repo.write(".hg/hgrc", "[luigi]\nroots = Consume\n")
+    # the pipeline reaches moto through the AWS_* variables the server passes it
+    repo.write(".hg/hgrc", "[luigi]\nroots = Consume\n"
+               "pass-env = PATH HOME LANG AWS_* SFN_ARN REPORT_SECONDS\n")
     repo.env = dict(aws.env)
     return repo
 
@@ -211,9 +213,10 @@ def test_failed_execution_fails_the_task_with_its_cause_then_reruns(flow, aws):
     flow.commit("pipeline")
     proc = flow("luigi-run", env=env, check=False)
     assert proc.returncode == 1
-    assert ("failed Process(): StepFunctionsExecutionError: execution %s FAILED: "
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("failed   Process()")][0]
+    assert ("StepFunctionsExecutionError: execution %s FAILED: "
             "BadInput: three rows are not enough" % aws.executions(arn)[0]["executionArn"]
-            ) in proc.stderr
+            ) in line
     assert "not run  Consume()" in proc.stdout
     rec = lineage(flow)["Process()"]
     assert rec["status"] == "failed" and rec["outputs"] == []
@@ -234,7 +237,7 @@ def test_timeouts(flow, aws):
     flow.commit("pipeline")
     proc = flow("luigi-run", env=env, check=False)
     assert proc.returncode == 1
-    assert "execution %s TIMED_OUT" % aws.executions(arn)[0]["executionArn"] in proc.stderr
+    assert "execution %s TIMED_OUT" % aws.executions(arn)[0]["executionArn"] in proc.stdout
 
     # our wait times out: the task fails, the execution is left running
     arn = aws.machine(waiting(30))
@@ -244,7 +247,7 @@ def test_timeouts(flow, aws):
     assert proc.returncode == 1
     [ex] = aws.executions(arn)
     assert ("execution %s still RUNNING after 1s; left running: a retry of this task "
-            "waits for it again" % ex["executionArn"]) in proc.stderr
+            "waits for it again" % ex["executionArn"]) in proc.stdout
     assert ex["status"] == "RUNNING"
 
 

@@ -15,7 +15,16 @@ _b = planner._b
 
 
 def _settings(ui, repo):
-    return config.Settings(ui, repo)
+    return config.Settings.read(ui, repo)
+
+
+def _formatter(ui, topic, opts):
+    """``ui.formatter``; with a template (``-T json``) stdout holds the document
+    alone, so every status, note and progress line goes to stderr."""
+    fm = ui.formatter(topic, pycompat.byteskwargs(opts))
+    if not fm.isplain():
+        ui.setconfig(b'ui', b'message-output', b'stderr', b'hgext_luigi')
+    return fm
 
 
 @command(
@@ -46,11 +55,11 @@ def luigi_affected(ui, repo, **opts):
     """
     settings = _settings(ui, repo)
     ctx = planner.resolve_rev(repo, opts.get('rev'))
-    names = [pycompat.sysstr(n) for n in opts.get('task') or []]
+    names = [config.text(n) for n in opts.get('task') or []]
+    fm = _formatter(ui, b'luigi-affected', opts)
     with planner.Workspace(ui, repo, ctx, settings) as ws:
         planned = planner.make(ui, repo, ctx, settings, ws, force=opts.get('all'),
                                names=names)
-    fm = ui.formatter(b'luigi-affected', pycompat.byteskwargs(opts))
     planner.show(ui, planned, fm)
     fm.end()
     return 0
@@ -91,7 +100,7 @@ def luigi_run(ui, repo, **opts):
     ctx = planner.resolve_rev(repo, opts.get('rev'))
     if opts.get('workers', 0) < 0:
         raise error.InputError(_(b'--workers must be a positive number'))
-    fm = ui.formatter(b'luigi-run', pycompat.byteskwargs(opts))
+    fm = _formatter(ui, b'luigi-run', opts)
     return dispatch.run(ui, repo, ctx, settings, opts, trigger="manual", fm=fm)
 
 
@@ -178,14 +187,20 @@ def luigi_lineage(ui, repo, rev=None, **opts):
     With ``--task NAME``: every build of that task across revisions.
 
     ``-T json`` gives the fields ``task``, ``key``, ``family``, ``changeset``,
-    ``status``, ``outputs``, ``inputs``, ``user``, ``trigger``, ``built``.
+    ``status``, ``outputs``, ``inputs``, ``user``, ``trigger``, ``built``. A
+    task's ``status`` is that of its build (``success``, ``failed``), ``missing``
+    when no build is recorded, or ``external`` for a ``luigi.ExternalTask``,
+    whose output another system provides.
+
+    Output paths are recorded relative to the output root, so a repository moved
+    or restored elsewhere keeps its lineage.
     """
     settings = _settings(ui, repo)
-    fm = ui.formatter(b'luigi-lineage', pycompat.byteskwargs(opts))
+    fm = _formatter(ui, b'luigi-lineage', opts)
     if not os.path.exists(settings.store):
         return _nothing(ui, fm)
     try:
-        store = lineage.open_store(settings.store)
+        store = lineage.open_store(settings.store, settings.output_root)
     except lineage.StoreError as e:
         raise error.Abort(_b(str(e)))
     try:
@@ -194,7 +209,7 @@ def luigi_lineage(ui, repo, rev=None, **opts):
         if opts.get('output'):
             return _by_output(ui, repo, store, settings, fm, opts['output'])
         if opts.get('task'):
-            return _by_task(ui, store, fm, pycompat.sysstr(opts['task']))
+            return _by_task(ui, store, fm, config.text(opts['task']))
         return _by_rev(ui, repo, store, fm, rev)
     finally:
         store.close()
@@ -219,15 +234,16 @@ def _by_rev(ui, repo, store, fm, rev):
             build = store.last_build_in_run(run['id'], r['key'])
         if build is None and r['changeset']:
             build = store.success_for_key(r['key'], r['changeset'])
+        external = build is None and _is_external(r)
         fm.startitem()
         fm.write(b'key', b'%%-%ds  ' % width, _b(r['key']))
         source = build['changeset'] if build else r['changeset']
         fm.plain(b'%-12s ' % (_b(source[:12]) if source else b'-'))
         fm.data(changeset=_b(source) if source else None)
         fm.condwrite(ui.verbose, b'outcome', b'%s ', _b(r['outcome']))
-        fm.plain(b'%-16s ' % (b'(this revision)' if source == node else b'(reused)'))
+        fm.plain(b'%-16s ' % _provenance(source, node, external))
         fm.data(reused=bool(source and source != node), revision=_b(node))
-        status = build['status'] if build else 'missing'
+        status = build['status'] if build else ('external' if external else 'missing')
         fm.write(b'status', b'%-8s ', _b(status))
         if build:
             fm.write(b'built user trigger', b'%s by %s (%s)',
@@ -240,6 +256,21 @@ def _by_rev(ui, repo, store, fm, rev):
             fm.plain(b'\n')
     fm.end()
     return 0
+
+
+def _is_external(row):
+    """A ``luigi.ExternalTask`` in a run's plan: never built by us, its output
+    exists by design.  Runs recorded before the plan's status was kept tell it
+    by its outcome, or by having no stamp although unaffected."""
+    if row.get('status'):
+        return row['status'] == 'external'
+    return row['outcome'] == 'external' or not (row['affected'] or row['changeset'])
+
+
+def _provenance(source, node, external):
+    if external:
+        return b'(external)'
+    return b'(this revision)' if source == node else b'(reused)'
 
 
 def _by_task(ui, store, fm, name):
@@ -408,15 +439,15 @@ def luigi_callback(ui, repo, **opts):
     """
     from . import callback
 
-    queue = opts.get('queue') or ui.config(b'luigi', b'callback-queue')
+    settings = _settings(ui, repo)
+    queue = config.text(opts.get('queue')) or settings.callback_queue
     if not queue:
         raise error.InputError(_(b'no queue to receive from'),
                                hint=_(b'pass --queue URL or set [luigi] callback-queue'))
     if opts.get('wait') < 0 or opts.get('wait') > 20:
         raise error.InputError(_(b'--wait must be between 0 and 20 seconds'))
-    settings = _settings(ui, repo)
     try:
-        answered, failed = callback.serve(ui, repo, settings, pycompat.sysstr(queue),
+        answered, failed = callback.serve(ui, repo, settings, queue,
                                           once=opts.get('once'), wait=opts.get('wait'))
     except KeyboardInterrupt:
         ui.status(_(b'luigi callback receiver stopped\n'))
@@ -441,8 +472,9 @@ def luigi_queue(ui, repo, **opts):
     One line per entry: id, state (``incoming``, ``pending``, ``running``,
     ``done``, ``failed``, ``skipped``), head, branch, pusher, time, attempts and
     the run's summary or error. ``-T json`` gives the fields ``id``, ``head``,
-    ``branch``, ``pusher``, ``source``, ``time``, ``state``, ``attempts``,
-    ``force``, ``run``, ``covered_by``, ``summary`` and ``error``.
+    ``branch``, ``pusher``, ``author`` (the head's committer), ``source``,
+    ``time``, ``state``, ``attempts``, ``force``, ``run``, ``covered_by``,
+    ``summary`` and ``error``.
 
     ``--retry ID`` puts a failed entry back as pending, with its attempts reset.
     """
@@ -458,7 +490,7 @@ def luigi_queue(ui, repo, **opts):
     if not os.path.exists(settings.queue):
         if opts.get('retry'):
             raise error.Abort(_(b'no queue entry %d') % opts['retry'])
-        fm = ui.formatter(b'luigi-queue', pycompat.byteskwargs(opts))
+        fm = _formatter(ui, b'luigi-queue', opts)
         fm.end()
         if fm.isplain():
             ui.status(_(b'the queue is empty (pushes are queued with [luigi] on-push = '
@@ -480,7 +512,10 @@ def luigi_queue(ui, repo, **opts):
         entries = q.entries(states or None, limit=opts.get('limit') or None)
     finally:
         q.close()
-    fm = ui.formatter(b'luigi-queue', pycompat.byteskwargs(opts))
+    fm = _formatter(ui, b'luigi-queue', opts)
+    if entries:
+        fm.plain(b'%4s %-8s %-12s %-10s %-20s %-19s %s\n' % (
+            b'ID', b'STATE', b'HEAD', b'BRANCH', b'PUSHER', b'TIME', b'TRIES'))
     for e in entries:
         fm.startitem()
         fm.write(b'id', b'%4d ', e['id'])
@@ -490,7 +525,7 @@ def luigi_queue(ui, repo, **opts):
         fm.write(b'pusher', b'%-20s ', _b(e['pusher']))
         fm.write(b'time', b'%s ', _when(e['created']))
         fm.write(b'attempts', b'x%d', e['attempts'])
-        fm.data(source=_b(e['source']), force=bool(e['force']),
+        fm.data(source=_b(e['source']), author=_b(e['author']), force=bool(e['force']),
                 run=_b(e['run_id']) if e['run_id'] else None, covered_by=e['covered_by'])
         fm.condwrite(bool(e['summary']), b'summary', b'  %s', _b(e['summary']))
         fm.condwrite(bool(e['error']), b'error', b'  error: %s', _b(e['error']))

@@ -15,10 +15,10 @@ import tempfile
 import time
 import uuid
 
-from mercurial import encoding, error, pycompat
+from mercurial import error, pycompat
 from mercurial.i18n import _
 
-from . import index, lineage, planner
+from . import config, index, lineage, planner
 
 _b = planner._b
 
@@ -124,7 +124,7 @@ def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, rep
     a dict filled with ``run_id``, ``summary`` and ``failed`` (task keys) as they
     are known."""
     force = bool(opts.get("all"))
-    names = [pycompat.sysstr(n) for n in opts.get("task") or []]
+    names = [config.text(n) for n in opts.get("task") or []]
     workers = opts.get("workers") or settings.workers
     sched = opts.get("scheduler")
     scheduler = pycompat.sysstr(sched) if sched else settings.scheduler
@@ -135,7 +135,7 @@ def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, rep
     with RunLock(settings.state, settings.lock_timeout), \
             planner.Workspace(ui, repo, ctx, settings) as ws:
         try:
-            store = lineage.open_store(settings.store)
+            store = lineage.open_store(settings.store, settings.output_root)
         except lineage.StoreError as e:
             raise error.Abort(_b(str(e)))
         try:
@@ -167,72 +167,119 @@ def _changed_since(repo, ctx, todo):
 
 def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, scheduler,
              trigger, fm, user, report):
-    rev = pycompat.sysstr(ctx.hex())
-    keep = None
-    if planned.selected is not None:
-        from . import plan
-
-        keep = set(plan.toposort(planned.nodes, planned.selected))
-    decisions = [d for d in planned.decisions if keep is None or d.key in keep]
+    decisions = _in_scope(planned)
     todo = [d for d in decisions if d.affected]
-    tree = ws.path()
     run_id = uuid.uuid4().hex
     if user is None:
-        user = encoding.fromlocal(ui.username(acceptempty=True) or b'unknown').decode(
-            'utf-8', 'replace')
-    report["run_id"] = run_id
+        user = config.text(ui.username(acceptempty=True) or b'unknown')
     targets = _targets(planned)
-    report["targets"] = [t["key"] for t in targets]
+    report.update(run_id=run_id, targets=[t["key"] for t in targets])
     rows = [dict(d.as_dict()) for d in decisions]
     stale = store.interrupt_stale()
     if stale:
         ui.warn(_(b'luigi: %d task builds of an earlier run that was killed are recorded '
                   b'as failed\n') % stale)
-    store.begin_run(run_id, rev, user, trigger, scheduler or "local", rows)
+    store.begin_run(run_id, pycompat.sysstr(ctx.hex()), user, trigger,
+                    scheduler or "local", rows)
+    data = dict(_run_data(repo, ctx, settings, planned, decisions, todo, force),
+                tree=ws.path(), run_id=run_id, user=user, trigger=trigger, plan=rows,
+                targets=targets, workers=workers, scheduler=scheduler)
 
-    logdir = os.path.join(settings.state, "logs")
-    os.makedirs(logdir, exist_ok=True)
-    logpath = os.path.join(logdir, "%s.log" % run_id)
-    data = {
-        "mode": "run", "repo": pycompat.fsdecode(repo.root), "rev": rev, "tree": tree,
-        "output_root": settings.output_root, "store": settings.store, "run_id": run_id,
-        "user": user, "trigger": trigger, "module": settings.module,
-        "branch": encoding.fromlocal(ctx.branch()).decode("utf-8", "replace"),
-        "state": settings.state, "changed_since": _changed_since(repo, ctx, todo),
+    fm = fm or ui.formatter(b'luigi-run', {})
+    ui.status(_(b'building %d of %d tasks at %s (%s scheduler)\n')
+              % (len(todo), len(decisions), ctx.hex()[:12],
+                 _b(scheduler) if scheduler else b'local'))
+    lines = TaskLines(ui, fm, planned, decisions)
+    started = time.time()
+    logpath = os.path.join(settings.state, "logs", "%s.log" % run_id)
+    final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo))
+    elapsed = time.time() - started
+
+    lines.finish(final)
+    counts = lines.counts()
+    failed = counts["failed"] + counts["not run"] > 0 or rc != 0
+    store.end_run(run_id, "failed" if failed else "success", lines.outcomes,
+                  final.get("summary"))
+    summary = "%d ran, %d reused, %d failed, %d not run" % (
+        counts["ran"], counts["reused"], counts["failed"], counts["not run"])
+    report.update(summary=summary, failed=lines.keys("failed"),
+                  not_run=lines.keys("not run"))
+    fm.end()
+    end = _(b'%s in %.1fs (run %s)\n') % (_b(summary), elapsed, _b(run_id[:12]))
+    if fm.isplain() and ui.quiet:
+        ui.write(end)  # -q: the summary alone
+    else:
+        ui.status(end)
+    if failed:
+        ui.warn(_(b'luigi run failed; log: %s\n') % pycompat.fsencode(logpath))
+        return 1
+    return 0
+
+
+def _in_scope(planned):
+    """The decisions of the run: all of them, or what ``--task`` selected and
+    what it needs."""
+    if planned.selected is None:
+        return list(planned.decisions)
+    from . import plan
+
+    keep = set(plan.toposort(planned.nodes, planned.selected))
+    return [d for d in planned.decisions if d.key in keep]
+
+
+def _run_data(repo, ctx, settings, planned, decisions, todo, force):
+    """What the runner subprocess learns about the run (its context file)."""
+    tasks = planned.graph["tasks"]
+    return {
+        "mode": "run", "repo": pycompat.fsdecode(repo.root),
+        "rev": pycompat.sysstr(ctx.hex()), "output_root": settings.output_root,
+        "store": settings.store, "module": settings.module,
+        "branch": config.text(ctx.branch()), "state": settings.state,
+        "changed_since": _changed_since(repo, ctx, todo),
         "stamps": {d.key: d.changeset for d in planned.decisions if d.changeset},
         "force": [d.key for d in decisions] if force else [],
-        "plan": rows, "targets": targets, "workers": workers,
-        "scheduler": scheduler,
-        "adopted": sorted({t["family"] for t in planned.graph["tasks"]
+        "adopted": sorted({t["family"] for t in tasks
                            if not t["hgtask"] and not t.get("external")}),
+        "families": sorted({t["family"] for t in tasks}),
+        "plain_output_root": settings.plain_output_root,
+        "ansible_vault_env": settings.secret_env[0] if settings.secret_env else None,
     }
+
+
+def _run_runner(ui, settings, store, data, logpath, lines, total):
+    """Start ``hgext_luigi.runner`` in the tree with the allow-listed environment,
+    its log in ``logpath``, and follow it.  Returns (final event, exit status)."""
+    logdir = os.path.dirname(logpath)
+    os.makedirs(logdir, exist_ok=True)
     fd, ctxpath = tempfile.mkstemp(prefix="context-", suffix=".json", dir=logdir)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f)
-
-    fm = fm or ui.formatter(b'luigi-run', {})
-    # with -T json stdout holds the JSON document alone; the chatter goes to stderr
-    say = ui.status if fm.isplain() else (lambda m: ui.quiet or ui.write_err(m))
-    say(_(b'building %d of %d tasks at %s (%s scheduler)\n')
-              % (len(todo), len(decisions), ctx.hex()[:12],
-                 _b(scheduler) if scheduler else b'local'))
-    # hooks have no progress bar to watch: the pusher sees a line per task instead
-    say_task = ui.note if trigger == "manual" else ui.status
-    events = {}
-    final = {}
-    started = time.time()
-    prog = ui.makeprogress(_(b'luigi'), unit=_(b'tasks'), total=len(todo))
-    log = open(logpath, "wb")
     try:
-        proc = subprocess.Popen(
-            [settings.python, "-m", "hgext_luigi.runner"], cwd=tree,
-            env=index.pipeline_env({"HGEXT_LUIGI_CONTEXT": ctxpath}),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
-    except OSError as e:
-        log.close()
-        store.end_run(run_id, "failed", {}, "cannot start %s: %s" % (settings.python, e))
-        raise error.Abort(_(b'cannot start %s: %s') % (pycompat.fsencode(settings.python),
-                                                         _b(e.strerror)))
+        with open(logpath, "wb") as log:
+            try:
+                proc = subprocess.Popen(
+                    [settings.python, "-m", "hgext_luigi.runner"], cwd=data["tree"],
+                    env=index.pipeline_env(settings, {"HGEXT_LUIGI_CONTEXT": ctxpath},
+                                           secrets=True),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+            except OSError as e:
+                store.end_run(data["run_id"], "failed", {},
+                              "cannot start %s: %s" % (settings.python, e))
+                raise error.Abort(_(b'cannot start %s: %s')
+                                  % (pycompat.fsencode(settings.python), _b(e.strerror)))
+            return _follow(ui, proc, lines, total)
+    finally:
+        try:
+            os.unlink(ctxpath)
+        except OSError:
+            pass
+
+
+def _follow(ui, proc, lines, total):
+    """Read the runner's events until it exits: a line per task as it finishes.
+    Returns (the final event, the exit status)."""
+    final = {}
+    prog = ui.makeprogress(_(b'luigi'), unit=_(b'tasks'), total=total)
     try:
         for line in proc.stdout:
             try:
@@ -242,15 +289,10 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
             kind = ev.get("event")
             if kind == "start":
                 ui.note(_(b'  started %s\n') % _b(ev["key"]))
-                events.setdefault(ev["key"], {})["task_id"] = ev["task_id"]
+                lines.started(ev)
             elif kind in ("success", "failure"):
-                info = events.setdefault(ev["key"], {})
-                info.update(ev)
                 prog.increment(item=_b(ev["key"]))
-                if kind == "success":
-                    say_task(_(b'  built %s in %.2fs\n') % (_b(ev["key"]), ev["seconds"]))
-                else:
-                    ui.warn(_(b'  failed %s: %s\n') % (_b(ev["key"]), _b(ev["error"])))
+                lines.finished(ev)
             elif kind == "status":
                 ui.note(_(b'  %s: %s\n') % (_b(ev["key"]), _b(ev["message"])))
             elif kind == "done":
@@ -258,69 +300,84 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
             elif kind == "error":
                 final = ev
                 ui.warn(_(b'luigi: %s\n') % _b(ev["message"]))
-        rc = proc.wait()
+        return final, proc.wait()
     except BaseException:
         proc.kill()
         proc.wait()
         raise
     finally:
         prog.complete()
-        log.close()
-        try:
-            os.unlink(ctxpath)
-        except OSError:
-            pass
-    elapsed = time.time() - started
 
-    luigi_outcome = final.get("luigi", {})
-    outcomes = {}
-    rows_out = []
-    counts = {"ran": 0, "reused": 0, "failed": 0, "not run": 0}
-    for d in decisions:
-        ev = events.get(d.key, {})
-        error_msg = None
-        if ev.get("event") == "success":
-            outcome = "ran"
-        elif ev.get("event") == "failure":
-            outcome = "failed"
-            error_msg = ev.get("error")
-        elif ev:
-            outcome = "failed"
-            error_msg = "interrupted"
-        elif d.external:
-            outcome = "external"
-        elif not d.affected or luigi_outcome.get(d.key) == "already_done":
-            outcome = "reused"
+
+class TaskLines:
+    """One line (one formatter item) per task of the run, written once: as the
+    task finishes for the tasks Luigi ran, at the end for the others.  Outcomes
+    are ``ran``, ``reused``, ``failed`` and ``not run``."""
+
+    def __init__(self, ui, fm, planned, decisions):
+        self.ui, self.fm, self.planned = ui, fm, planned
+        self.decisions = decisions
+        self.width = max([len(d.key) for d in decisions] + [4])
+        self.events = {}
+        self.outcomes = {}  # key -> (outcome, task id, seconds)
+
+    def started(self, ev):
+        self.events.setdefault(ev["key"], {})["task_id"] = ev["task_id"]
+
+    def finished(self, ev):
+        info = self.events.setdefault(ev["key"], {})
+        info.update(ev)
+        d = self.planned.by_key.get(ev["key"])
+        if d is None or ev["key"] in self.outcomes:
+            return
+        if ev["event"] == "success":
+            self._write(d, "ran", ev.get("task_id"), ev.get("seconds"), None)
         else:
-            outcome = "not run"
-            why = luigi_outcome.get(d.key)
-            error_msg = _NOT_RUN.get(why, why.replace("_", " ") if why else None)
-        counts[outcome] = counts.get(outcome, 0) + 1
-        outcomes[d.key] = (outcome, ev.get("task_id"), ev.get("seconds"))
-        rows_out.append((d, outcome, ev.get("seconds"), error_msg))
-    failed = counts["failed"] + counts["not run"] > 0 or rc != 0
-    status = "failed" if failed else "success"
-    store.end_run(run_id, status, outcomes, final.get("summary"))
-    summary = "%d ran, %d reused, %d failed, %d not run" % (
-        counts["ran"], counts["reused"], counts["failed"], counts["not run"])
-    report.update(summary=summary, failed=[d.key for d, outcome, _s, _e in rows_out
-                                           if outcome in ("failed", "not run")])
+            self._write(d, "failed", ev.get("task_id"), ev.get("seconds"), ev.get("error"))
 
-    width = max([len(d.key) for d in decisions] + [4])
-    for d, outcome, seconds, error_msg in rows_out:
+    def finish(self, final):
+        """The lines of the tasks that did not finish while we watched."""
+        luigi_outcome = final.get("luigi", {})
+        ids = final.get("ids", {})
+        for d in self.decisions:
+            if d.key in self.outcomes:
+                continue
+            ev = self.events.get(d.key, {})
+            task_id = ev.get("task_id") or ids.get(d.key)
+            error_msg = None
+            if ev:
+                outcome, error_msg = "failed", "interrupted"
+            elif d.external or not d.affected or luigi_outcome.get(d.key) == "already_done":
+                outcome = "reused"
+            else:
+                outcome = "not run"
+                why = luigi_outcome.get(d.key)
+                error_msg = _NOT_RUN.get(why, why.replace("_", " ") if why else None)
+            if task_id is None:
+                task_id = planner.task_id(self.planned, d)
+            self._write(d, outcome, task_id, None, error_msg)
+
+    def _write(self, d, outcome, task_id, seconds, error_msg):
+        self.outcomes[d.key] = (outcome, task_id, seconds)
+        fm = self.fm
+        if fm.isplain() and self.ui.quiet:
+            return  # -q: the summary line alone
         fm.startitem()
-        fm.write(b'outcome', b'%-8s ', _b(outcome), label=b'luigi.outcome.%s'
-                 % _b(outcome.replace(' ', '-')))
-        fm.write(b'key', b'%%-%ds  ' % width, _b(d.key))
+        fm.write(b'outcome', b'%-8s ', _b(outcome),
+                 label=b'luigi.outcome.%s' % _b(outcome.replace(' ', '-')))
+        fm.write(b'key', b'%%-%ds  ' % self.width, _b(d.key))
         fm.plain(b'%-12s' % (_b(d.changeset[:12]) if d.changeset else b'-'))
         fm.data(changeset=_b(d.changeset) if d.changeset else None, family=_b(d.family),
-                affected=d.affected, task=_b(outcomes[d.key][1]) if outcomes[d.key][1] else None)
+                affected=d.affected, task=_b(task_id) if task_id else None)
         fm.condwrite(seconds is not None, b'seconds', b'  %.2fs', seconds or 0.0)
         fm.condwrite(bool(error_msg), b'error', b'  %s', _b(error_msg))
         fm.plain(b'\n')
-    fm.end()
-    say(_(b'%s in %.1fs (run %s)\n') % (_b(summary), elapsed, _b(run_id[:12])))
-    if failed:
-        ui.warn(_(b'luigi run failed; log: %s\n') % pycompat.fsencode(logpath))
-        return 1
-    return 0
+
+    def counts(self):
+        out = {"ran": 0, "reused": 0, "failed": 0, "not run": 0}
+        for outcome, _id, _s in self.outcomes.values():
+            out[outcome] += 1
+        return out
+
+    def keys(self, outcome):
+        return [d.key for d in self.decisions if self.outcomes[d.key][0] == outcome]

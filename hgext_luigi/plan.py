@@ -71,8 +71,10 @@ class Decision:
 
     @property
     def status(self):
+        if not self.affected:
+            return "external" if self.external else "unaffected"
         if self.external:
-            return "external"
+            return "affected"
         if not self.affected:
             return "unaffected"
         return "affected" if self.direct else "upstream"
@@ -162,6 +164,45 @@ def _direct_reasons(node, build, changed, matches, outputs_exist):
     return reasons
 
 
+def _external_reasons(nodes, node, decisions, build, changed, matches):
+    """Watched files of the external tasks ``node`` requires (an ``ExternalTask``
+    listed in the watches file) that changed since ``build``: Luigi cannot run
+    those tasks, so the change lands on their dependents."""
+    if changed is None:
+        return []
+    reasons = []
+    for u in node.requires:
+        ext = nodes[u]
+        if not (ext.external and ext.watches):
+            continue
+        for path in sorted(changed):
+            if matches(u, path, changed[path], build["changeset"]):
+                reasons.append("input of external %s: %s"
+                               % (u, _describe(path, changed[path], build["changeset"])))
+    return reasons
+
+
+def _mark_externals(nodes, node, decisions, reasons, rev):
+    """Show an external task whose watched files changed as affected, with the
+    reasons its dependents found."""
+    for u in node.requires:
+        d = decisions[u]
+        prefix = "input of external %s: " % u
+        mine = [r[len(prefix):] for r in reasons if r.startswith(prefix)]
+        if d.external and mine:
+            d.affected = d.direct = True
+            d.changeset = rev
+            kept = [r for r in d.reasons if not r.startswith("external task")]
+            d.reasons = sorted(set(kept) | set(mine))
+
+
+def _candidates(builds, rev, count):
+    """The builds to try reusing: the one at ``rev`` itself first (what is built
+    stays built, however much was built since), then the ``count`` newest."""
+    own = [b for b in builds if b["changeset"] == rev][:1]
+    return own + [b for b in builds if b["changeset"] != rev][:count]
+
+
 def classify(nodes, roots, rev, history, changes, matches, force=False,
              outputs_exist=os.path.exists, candidates=3):
     """Classify every task reachable from ``roots`` at ``rev``.
@@ -187,7 +228,7 @@ def classify(nodes, roots, rev, history, changes, matches, force=False,
             decisions[key] = Decision(key, node.family, True, True, rev, None,
                                       ["rebuild of every task requested (--all)"])
             continue
-        builds = history(key)[:candidates]
+        builds = _candidates(history(key), rev, candidates)
         upstream = [u for u in node.requires if decisions[u].affected]
         if not builds:
             reasons = [NEVER_BUILT] + ["upstream %s affected" % u for u in upstream]
@@ -198,6 +239,8 @@ def classify(nodes, roots, rev, history, changes, matches, force=False,
         for build in builds:
             reasons = _direct_reasons(node, build, changed_since(build["changeset"]),
                                       matches, outputs_exist)
+            reasons += _external_reasons(nodes, node, decisions, build,
+                                         changed_since(build["changeset"]), matches)
             for u in node.requires:
                 d = decisions[u]
                 if d.external or d.affected:
@@ -218,6 +261,8 @@ def classify(nodes, roots, rev, history, changes, matches, force=False,
             continue
         base = (chosen or builds[0])["changeset"]
         direct = chosen is None
+        if direct:
+            _mark_externals(nodes, node, decisions, first_reasons, rev)
         reasons = (first_reasons if direct else []) + [
             "upstream %s affected" % u for u in upstream]
         decisions[key] = Decision(key, node.family, True, direct, rev, base, reasons)

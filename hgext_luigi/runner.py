@@ -10,7 +10,6 @@ Every task build is recorded in the lineage store from Luigi's event handlers
 reported to hg as one JSON line per event on the original standard output.
 """
 
-import importlib
 import logging
 import os
 import signal
@@ -35,6 +34,44 @@ def _die_with_parent():
         pass
 
 
+def _rooted_outputs(output, root):
+    """``output`` of a plain task with relative ``LocalTarget`` paths resolved
+    under ``root`` instead of the current directory (a tree recycled from one
+    revision to the next): its outputs stay put, so they are reused."""
+    import luigi
+    from luigi.task import flatten
+
+    def rooted(self):
+        targets = output(self)
+        for t in flatten(targets):
+            if root and isinstance(t, luigi.LocalTarget) and not os.path.isabs(t.path):
+                t.path = os.path.join(root, t.path)
+        return targets
+
+    rooted.__wrapped__ = output
+    return rooted
+
+
+def _report_errors(cls, report):
+    """Wrap the methods Luigi calls while scheduling, so an exception in them is
+    recorded and shown naming the task and the exception (Luigi itself only logs
+    it, and calls the task \"failed scheduling\")."""
+    for name in ("complete", "requires", "output"):
+        method = cls.__dict__.get(name)
+        if method is None or getattr(method, "_hgluigi_reports", False):
+            continue
+
+        def wrapped(self, *args, _method=method, _name=name, **kwargs):
+            try:
+                return _method(self, *args, **kwargs)
+            except Exception as e:
+                report(self, _name, e)
+                raise
+
+        wrapped._hgluigi_reports = True
+        setattr(cls, name, wrapped)
+
+
 def main():
     from . import context
 
@@ -42,6 +79,7 @@ def main():
     if ctx is None:
         sys.stderr.write("hgext_luigi.runner: %s is not set\n" % context.ENV)
         return 2
+    context.stash_secrets()  # before any pipeline code: only who asks by name gets one
     _die_with_parent()
     context.set_events_fd(os.dup(1))
     os.dup2(2, 1)  # prints of the pipeline go to the run's log, not into the events
@@ -59,10 +97,10 @@ def main():
     os.chdir(ctx.tree)
     data = ctx.data
 
-    from .loader import LoadError, check_module_in_tree
+    from .loader import LoadError, check_module_in_tree, import_pipeline
 
     try:
-        importlib.import_module(data["module"])
+        import_pipeline(data["module"], ctx.tree)  # from the tree, never an installed namesake
         check_module_in_tree(data["module"], os.path.realpath(ctx.tree))
     except LoadError as e:
         emit(event="error", message=e.message)
@@ -80,7 +118,8 @@ def main():
         return task.changeset if isinstance(task, HgTask) else ctx.stamp_for(key)
 
     # plain luigi.Task classes adopted through the watches file: complete only when
-    # the lineage store has their build at the planned stamp
+    # the lineage store has their build at the planned stamp; relative outputs
+    # under the plain output root, the same for every revision
     for family in data.get("adopted", []):
         cls = registry.get_task_cls(family)
 
@@ -91,6 +130,7 @@ def main():
             return ctx.is_built(self.task_id, ctx.stamp_for(key), key)
 
         cls.complete = complete
+        cls.output = _rooted_outputs(cls.output, data.get("plain_output_root"))
 
     def start_build(task):
         key = task_key(task)
@@ -155,7 +195,22 @@ def main():
 
     @luigi.Task.event_handler(luigi.Event.BROKEN_TASK)
     def on_broken(task, exc):
-        fail(task, "broken task: %s: %s" % (type(exc).__name__, exc))
+        if task_key(task) not in broken:
+            fail(task, "broken task: %s: %s" % (type(exc).__name__, exc))
+
+    def fail_broken(task, method, exc):
+        key = task_key(task)
+        if key in broken:
+            return
+        broken.add(key)
+        error = "%s() raised %s: %s" % (method, type(exc).__name__, exc)
+        fail(task, error, "".join(traceback.format_exception(type(exc), exc,
+                                                             exc.__traceback__)))
+
+    broken = set()
+    for family in data.get("families", []):
+        _report_errors(registry.get_task_cls(family), fail_broken)
+    _report_errors(HgTask, fail_broken)
 
     targets = []
     for t in data["targets"]:
@@ -185,8 +240,9 @@ def main():
             if name == "still_pending" and key in outcome:
                 continue  # keep the more precise sub-status
             outcome[key] = name
+    ids = {task_key(t): t.task_id for tasks in parts.values() for t in tasks}
     emit(event="done", succeeded=bool(result.scheduling_succeeded),
-         status=str(result.status), luigi=outcome, summary=result.summary_text)
+         status=str(result.status), luigi=outcome, summary=result.summary_text, ids=ids)
     return 0 if result.scheduling_succeeded else 1
 
 

@@ -28,6 +28,11 @@ Configuration (all in the ``[luigi]`` section):
   Where stamped outputs go, relative to the repository root unless absolute.
   Default: ``.hg/luigi/outputs`` (also works without a working directory).
 
+``plain-output-root``
+  Where relative ``LocalTarget`` paths of plain (adopted) Luigi tasks resolve:
+  the same folder for every revision, so a second run reuses them. Default:
+  ``<output-root>/plain``.
+
 ``scheduler``
   URL of a central ``luigid`` (``http://host:8082``). Default: Luigi's local
   scheduler.
@@ -47,6 +52,11 @@ Configuration (all in the ``[luigi]`` section):
 ``python``
   Interpreter that runs pipeline code (needs luigi). Default: the one running
   Mercurial.
+
+``pass-env``
+  Environment variables pipeline code may see (names; ``*`` and ``?`` globs).
+  Setting it replaces the default ``PATH HOME USER LOGNAME LANG LC_* TZ TMPDIR
+  TERM``; nothing else of the server's environment reaches pushed code.
 
 ``tree-cache``
   How many materialized trees to keep under ``.hg/luigi/trees``. Default: 3.
@@ -105,6 +115,20 @@ Configuration (all in the ``[luigi]`` section):
   ``AWS_ENDPOINT_URL``, ``AWS_PROFILE``, shared config files) for
   :hg:`luigi-callback`. Credentials are never read from hg configuration: they
   come from boto3's standard chain. Default: none.
+
+In the server's hgrc, ``[ansible] vault_password_env`` names the variable
+holding the Ansible vault password: it is handed to the run alone (not to the
+gate or the graph loader), moved out of the environment before the pipeline is
+imported, and read only by ``AnsiblePlaybookTask``.
+
+Every value is checked where it is read; a bad one is ``abort: config error:
+luigi.NAME: ...`` naming what the option accepts.
+
+Whoever may push to a server repository runs code there: trees are written the
+way :hg:`update` writes a working directory (audited paths, symlinks never
+followed), pipeline code sees only ``pass-env``, outputs stay under the output
+root, and the pusher is the server's account or the authenticated user, never
+the committer name. See the README's trust model.
 
 Task types for pipelines: ``hgext_luigi.ansible.AnsiblePlaybookTask`` (an
 Ansible playbook from the repository, through ansible-runner; settings in the

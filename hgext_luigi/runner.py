@@ -125,7 +125,11 @@ def main():
 
         def complete(self, _orig=cls.complete):
             key = task_key(self)
-            if flatten(self.output()) and not _orig(self):
+            if _orig is luigi.Task.complete:  # Luigi's own: outputs exist (one output())
+                outputs = flatten(self.output())
+                if outputs and not all(o.exists() for o in outputs):
+                    return False
+            elif flatten(self.output()) and not _orig(self):
                 return False
             return ctx.is_built(self.task_id, ctx.stamp_for(key), key)
 
@@ -162,15 +166,24 @@ def main():
             store.finish_build(build, "failed", error=error, outputs=outputs, extra=extra)
             emit(event="failure", key=key, task_id=task.task_id, error=error, seconds=seconds)
             return
-        inputs = []
-        for dep in flatten(task.requires()):
-            dkey = task_key(dep)
-            douts, _missing = output_digests(dep)
-            inputs.append({"task_id": dep.task_id, "key": dkey,
-                           "changeset": changeset_of(dep, dkey),
-                           "outputs": [o["path"] for o in douts]})
+        inputs = [input_record(dep) for dep in flatten(task.requires())]
         store.finish_build(build, "success", outputs=outputs, inputs=inputs, extra=extra)
         emit(event="success", key=key, task_id=task.task_id, seconds=seconds)
+
+    def input_record(dep):
+        """What ``dep`` handed the task: its outputs as lineage recorded them
+        (no second call of its ``output()``, no second hash), or, for a task
+        Luigi checked but never built here (an external one), its targets."""
+        key = task_key(dep)
+        changeset = changeset_of(dep, key)
+        built = store.success_for(dep.task_id, changeset)
+        if built is not None:
+            paths = [o["path"] for o in store.outputs(built["id"])]
+        else:
+            paths = [os.path.abspath(t.path) for t in flatten(dep.output())
+                     if getattr(t, "path", None) and os.path.exists(t.path)]
+        return {"task_id": dep.task_id, "key": key, "changeset": changeset,
+                "outputs": paths}
 
     def fail(task, error, tb=None):
         info = getattr(task, "_hgluigi", None)

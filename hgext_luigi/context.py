@@ -94,18 +94,29 @@ _current = None
 _events_fd = None
 _secrets = {}
 
-SECRETS_ENV = "HGEXT_LUIGI_SECRETS"
+SECRETS_FD = "HGEXT_LUIGI_SECRETS_FD"
 
 
 def stash_secrets():
-    """Move the secrets the hg side handed this run (the variables named in
-    ``HGEXT_LUIGI_SECRETS``) out of ``os.environ``, before pipeline code is
-    imported: only the code that asks for one by name (:func:`secret`) gets it,
-    and no child process inherits it."""
-    for name in filter(None, os.environ.pop(SECRETS_ENV, "").split(",")):
-        value = os.environ.pop(name, None)
-        if value is not None:
-            _secrets[name] = value
+    """Read the secrets the hg side handed this run (a JSON object on the pipe
+    ``HGEXT_LUIGI_SECRETS_FD`` names), before pipeline code is imported: they
+    live in this process's memory only, never in an environment a child
+    inherits or ``/proc`` shows.  Code of the run that asks by name
+    (:func:`secret`) gets one: whoever may push can write such code."""
+    fd = os.environ.pop(SECRETS_FD, None)
+    if not fd:
+        return
+    fd = int(fd)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    _secrets.update(json.loads(b"".join(chunks).decode("utf-8")))
 
 
 def secret(name):

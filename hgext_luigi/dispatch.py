@@ -18,7 +18,7 @@ import uuid
 from mercurial import error, pycompat
 from mercurial.i18n import _
 
-from . import config, index, lineage, planner
+from . import config, index, lineage, planner, sandbox
 
 _b = planner._b
 
@@ -254,25 +254,58 @@ def _run_runner(ui, settings, store, data, logpath, lines, total):
     fd, ctxpath = tempfile.mkstemp(prefix="context-", suffix=".json", dir=logdir)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f)
+    secret_fd, secret_env = sandbox.secrets_pipe(os.environ, settings.secret_env)
     try:
         with open(logpath, "wb") as log:
             try:
                 proc = subprocess.Popen(
                     [settings.python, "-m", "hgext_luigi.runner"], cwd=data["tree"],
-                    env=index.pipeline_env(settings, {"HGEXT_LUIGI_CONTEXT": ctxpath},
-                                           secrets=True),
+                    env=index.pipeline_env(settings, dict(secret_env,
+                                                          HGEXT_LUIGI_CONTEXT=ctxpath)),
+                    pass_fds=[secret_fd] if secret_fd is not None else [],
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
             except OSError as e:
                 store.end_run(data["run_id"], "failed", {},
                               "cannot start %s: %s" % (settings.python, e))
                 raise error.Abort(_(b'cannot start %s: %s')
                                   % (pycompat.fsencode(settings.python), _b(e.strerror)))
+            finally:
+                if secret_fd is not None:
+                    os.close(secret_fd)  # the child has its copy
             return _follow(ui, proc, lines, total)
     finally:
         try:
             os.unlink(ctxpath)
         except OSError:
             pass
+
+
+# the string fields each event the runner sends must carry
+_EVENT_FIELDS = {"start": ("key", "task_id"), "success": ("key", "task_id"),
+                 "failure": ("key", "task_id", "error"), "status": ("key", "message"),
+                 "error": ("message",), "done": (), "scheduling": ()}
+
+
+def parse_event(line):
+    """One event line of the runner as a dict, or None when it is not one the
+    runner sends (the pipe is shared with pipeline code, which may write
+    anything to it)."""
+    try:
+        ev = json.loads(line.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(ev, dict) or ev.get("event") not in _EVENT_FIELDS:
+        return None
+    if not all(isinstance(ev.get(f), str) for f in _EVENT_FIELDS[ev["event"]]):
+        return None
+    if not isinstance(ev.get("seconds", 0.0), (int, float)):
+        return None
+    if ev["event"] == "done" and not all(
+            isinstance(ev.get(f, {}), dict)
+            and all(isinstance(v, str) for v in ev.get(f, {}).values())
+            for f in ("luigi", "ids")):
+        return None
+    return ev
 
 
 def _follow(ui, proc, lines, total):
@@ -282,11 +315,10 @@ def _follow(ui, proc, lines, total):
     prog = ui.makeprogress(_(b'luigi'), unit=_(b'tasks'), total=total)
     try:
         for line in proc.stdout:
-            try:
-                ev = json.loads(line.decode("utf-8"))
-            except ValueError:
-                continue
-            kind = ev.get("event")
+            ev = parse_event(line)
+            if ev is None:
+                continue  # pipeline code can write here too: never trust a line
+            kind = ev["event"]
             if kind == "start":
                 ui.note(_(b'  started %s\n') % _b(ev["key"]))
                 lines.started(ev)

@@ -23,12 +23,13 @@ from . import config, sandbox
 _KEEP = 8  # cached graphs per settings
 
 
-def pipeline_env(settings, extra=None, secrets=False):
+def pipeline_env(settings, extra=None):
     """Environment of a pipeline subprocess: the allow-listed variables
-    (``[luigi] pass-env``), this package importable and nothing else of ours,
-    the secrets the server names only when ``secrets`` (the runner)."""
-    return sandbox.pipeline_env(os.environ, settings.pass_env, settings.state,
-                                settings.secret_env if secrets else (), extra)
+    (``[luigi] pass-env``), this package importable and nothing else of ours.
+    Call it right before starting one: it also makes this process
+    non-dumpable, so the child cannot read the server's environment in /proc."""
+    sandbox.deny_inspection()
+    return sandbox.pipeline_env(os.environ, settings.pass_env, settings.state, extra)
 
 
 # Luigi's configuration files outside the tree (those inside are repository

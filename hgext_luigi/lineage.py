@@ -335,9 +335,21 @@ class LineageStore:
                 "changeset": r["changeset"],
                 "build": r["id"],
                 "outputs": [o["path"] for o in self.outputs(r["id"])],
+                "overwritten": self.overwritten(r["id"]),
                 "inputs": {i["key"]: i["changeset"] for i in self.inputs(r["id"])},
             })
         return out
+
+    def overwritten(self, build_id):
+        """Outputs of ``build_id`` that a later successful build wrote again: a
+        path that is the same for every revision (a plain task's relative output,
+        an absolute one) holds the later content, not this build's."""
+        rows = self._db.execute(
+            "SELECT DISTINCT o.path FROM outputs mine"
+            " JOIN outputs o ON o.path = mine.path AND o.build_id > mine.build_id"
+            " JOIN builds b ON b.id = o.build_id AND b.status = 'success'"
+            " WHERE mine.build_id = ? ORDER BY o.path", (build_id,)).fetchall()
+        return [self._absolute(r["path"]) for r in rows]
 
     def build(self, build_id):
         row = self._db.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()

@@ -161,6 +161,9 @@ def _direct_reasons(node, build, changed, matches, outputs_exist):
     missing = [p for p in build.get("outputs", []) if not outputs_exist(p)]
     if missing:
         reasons.append("output %s of the build at %s is missing" % (missing[0], short(base)))
+    elif build.get("overwritten"):
+        reasons.append("output %s of the build at %s was overwritten by a later build"
+                       % (build["overwritten"][0], short(base)))
     return reasons
 
 

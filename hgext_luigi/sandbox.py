@@ -4,19 +4,24 @@ Mercurial, no Luigi), shared by every subprocess that imports pipeline code.
 
 Whoever may push may run code on a server repository: the import of the pipeline
 module, ``requires()``, ``run()``.  That code gets the variables ``[luigi]
-pass-env`` lists (globs allowed), the secrets a server setting names for the
-code that needs them (moved out of the environment before pipeline code is
-imported, see ``context.stash_secrets``), and what the extension sets itself.
+pass-env`` lists (globs allowed) and what the extension sets itself.  The
+secrets a server setting names reach the run through a pipe, never an
+environment (see ``context.stash_secrets``), and the hg process makes itself
+non-dumpable so that its own environment cannot be read through /proc by the
+code it starts.
 """
 
+import ctypes
 import fnmatch
 import hashlib
+import json
 import os
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # set by the extension for its own subprocesses, never taken from the server
-OWN = ("HGEXT_LUIGI_CONTEXT", "HGEXT_LUIGI_SECRETS", "PYTHONPATH",
+SECRETS_FD = "HGEXT_LUIGI_SECRETS_FD"
+OWN = ("HGEXT_LUIGI_CONTEXT", SECRETS_FD, "PYTHONPATH",
        "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE", "PYTHONSAFEPATH")
 
 
@@ -47,18 +52,45 @@ def lib_dir(state):
     return lib
 
 
-def pipeline_env(environ, patterns, state, secrets=(), extra=None):
+def pipeline_env(environ, patterns, state, extra=None):
     """The environment of a subprocess that imports or runs pipeline code."""
     env = filter_env(environ, patterns)
     env["PYTHONPATH"] = lib_dir(state)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing written into the trees
     env["PYTHONNOUSERSITE"] = "1"  # ~/.local of the server's account: not the pipeline
-    handed = [n for n in secrets if n in environ]
-    if handed:
-        env.update((n, environ[n]) for n in handed)
-        env["HGEXT_LUIGI_SECRETS"] = ",".join(handed)
     env.update(extra or {})
     return env
+
+
+def secrets_pipe(environ, names):
+    """``(read fd, env)`` handing the variables ``names`` of ``environ`` to a
+    child through a pipe (pass the fd with ``pass_fds``; close it after the
+    start), or ``(None, {})`` when there is none to hand.  A secret in a child's
+    environment could be read from ``/proc/<pid>/environ`` by any process of the
+    account for as long as the child lives; a pipe is read once."""
+    handed = {n: environ[n] for n in names if n in environ}
+    if not handed:
+        return None, {}
+    data = json.dumps(handed).encode("utf-8")
+    r, w = os.pipe()
+    try:
+        if len(data) > 60000:
+            raise ValueError("secrets too large for a pipe")
+        os.write(w, data)
+    finally:
+        os.close(w)
+    return r, {SECRETS_FD: str(r)}
+
+
+def deny_inspection():
+    """Make this process non-dumpable (Linux): processes of the same account, the
+    pipeline code it starts among them, can no longer read its memory or
+    ``/proc/<pid>/environ``, which holds the server's whole environment."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except (OSError, AttributeError):
+        pass
 
 
 def env_digest(env):

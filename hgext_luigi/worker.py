@@ -120,6 +120,9 @@ def process(ui, repo, settings, q, entry, owner, workers=None):
         if e.hint:
             err += " (%s)" % e.hint.decode("utf-8", "replace")
         dispatch.warn_abort(ui, e)
+    except Exception as e:  # a bug, or a pipeline finding one: fail this entry alone
+        err = "internal error: %s: %s" % (type(e).__name__, e)
+        ui.warn(_(b'luigi: %s\n') % _b(err))
     except BaseException:
         hb.stop()
         q.release(entry["id"], owner)  # stopped by the user: someone else takes it

@@ -176,3 +176,20 @@ def test_an_exception_in_complete_names_the_task(empty_repo):
     assert top.startswith("not run")
     [row] = [r for r in repo.json("luigi-lineage") if r["key"] == "Fragile()"]
     assert row["status"] == "failed" and "ConnectionError" in row["error"]
+
+
+def test_an_output_overwritten_by_a_later_build_is_not_reused(empty_repo):
+    repo = empty_repo
+    first = plain_repo(repo)
+    repo("luigi-run")
+    repo.write("data/raw.txt", "alpha beta gamma\n")
+    repo.commit("more raw data")
+    repo("luigi-run")
+    # out/count.txt is one path for every revision: it now holds the second count
+    plan = repo.affected("-r", first)
+    assert plan["Count()"]["affected"]
+    assert "was overwritten by a later build" in " ".join(
+        plan["Upper()"]["reasons"] + plan["Count()"]["reasons"])
+    assert outcomes(repo, "-r", first)["Count()"] == "ran"
+    with open(os.path.join(repo.state, "outputs", "plain", "out", "count.txt")) as f:
+        assert f.read() == "2\n"

@@ -3,8 +3,14 @@ where it may write.  Canary secrets in the server's environment must appear
 nowhere: not to the pusher, not in a file, a log or the lineage store."""
 
 import os
+import shutil
+import subprocess
 
-from conftest import Repo, make_server_repo
+import sys
+
+import pytest
+
+from conftest import ROOT, Repo, make_server_repo
 
 CANARY = "canary-5ecret-7a1f"
 
@@ -171,3 +177,75 @@ def test_a_changeset_parameter_passed_by_hand_must_be_a_changeset(empty_repo, tm
     assert proc.returncode != 0
     assert "is not a full 40-hex changeset id" in proc.stdout + proc.stderr
     assert not os.path.exists(outside)
+
+
+FORGED_EVENTS = '''from hgext_luigi import HgTask, context
+
+
+class Fine(HgTask):
+    def output(self):
+        return self.stamped_target("fine.txt")
+
+    def run(self):
+        # the runner's event pipe is reachable from pipeline code: junk on it
+        # must not stop hg
+        context.emit(event="start")
+        context.emit(event="success", key=["x"], task_id=1)
+        context.emit(event="done", luigi={"X": 1}, ids=[])
+        with self.output().open("w") as f:
+            f.write("ok\\n")
+'''
+
+
+def test_forged_events_do_not_stop_the_worker(hg, tmp_path):
+    server = make_server_repo(hg, str(tmp_path / "server"), "on-push = queue\n")
+    hg("clone", "-q", server.path, str(tmp_path / "mallory"))
+    clone = Repo(hg, str(tmp_path / "mallory"))
+    clone.write("pipelines/__init__.py", FORGED_EVENTS)
+    clone.commit("junk on the event pipe")
+    clone("push", server.path)
+    out = server("luigi-worker", "--once")
+    assert "1 queue entries processed, 0 failed" in out.stdout
+    assert "Traceback" not in out.stderr
+    [entry] = server.json("luigi-queue")
+    assert entry["state"] == "done" and entry["summary"].startswith("1 ran")
+
+
+READ_PARENT = """
+import os
+try:
+    with open("/proc/%d/environ" % os.getppid(), "rb") as f:
+        print("read", f.read().count(b"CANARY_VALUE"))
+except OSError as e:
+    print("denied", e.strerror)
+"""
+
+SNOOP_PARENT = """
+import ctypes, os, sys
+from hgext_luigi import sandbox
+
+# a server's account (not root, who may read any /proc)
+os.setgid(65534)
+os.setuid(65534)
+ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # dumpable again, as a process started so is
+if sys.argv[1] == "deny":
+    sandbox.deny_inspection()
+pid = os.fork()
+if pid == 0:  # the pipeline, same account (what matters is the target's flag)
+    exec(sys.argv[2])
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another account")
+def test_the_hg_process_hides_its_environment_from_the_code_it_starts():
+    # root may read any /proc: the child drops to an unprivileged account, as a
+    # server's pipeline runs; hg makes itself non-dumpable before starting one
+    env = dict(os.environ, SECRET="CANARY_VALUE", PYTHONPATH=ROOT)
+    runs = {mode: subprocess.run([sys.executable, "-c", SNOOP_PARENT, mode, READ_PARENT],
+                                 env=env,
+                                 capture_output=True, text=True).stdout.strip()
+            for mode in ("allow", "deny")}
+    assert runs["allow"] == "read 1"  # what the code could do before
+    assert runs["deny"] == "denied Permission denied"

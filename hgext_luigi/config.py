@@ -15,14 +15,25 @@ from mercurial.i18n import _
 from mercurial.utils import stringutil
 
 
+# terminal control characters (escape sequences, carriage returns...) but newline
+# and tab: task keys, errors and file names come from anyone who may push
+_CONTROL = re.compile('[\x00-\x08\x0b-\x1f\x7f-\x9f]')
+
+
+def _escape_control(m):
+    return '\\x%02x' % ord(m.group(0))
+
+
 def local(s):
     """A ``str`` (task keys, paths, messages: UTF-8 data) as bytes in the local
-    encoding, the way Mercurial writes to the terminal and formatters."""
+    encoding, the way Mercurial writes to the terminal and formatters; control
+    characters are escaped, so pushed data cannot drive the terminal."""
     if s is None:
         return b''
     if isinstance(s, bytes):
         return s
-    return encoding.tolocal(str(s).encode('utf-8', 'surrogateescape'))
+    text = _CONTROL.sub(_escape_control, str(s))
+    return encoding.tolocal(text.encode('utf-8', 'surrogateescape'))
 
 
 def text(b):

@@ -42,14 +42,34 @@ def _rooted_outputs(output, root):
     from luigi.task import flatten
 
     def rooted(self):
+        from .task import UnsafePath
+
         targets = output(self)
         for t in flatten(targets):
             if root and isinstance(t, luigi.LocalTarget) and not os.path.isabs(t.path):
-                t.path = os.path.join(root, t.path)
+                path = os.path.normpath(os.path.join(root, t.path))
+                if not path.startswith(os.path.join(root, "")):
+                    raise UnsafePath("%s: path %r must stay under the plain output root"
+                                     % (self.get_task_family(), t.path))
+                t.path = path
         return targets
 
     rooted.__wrapped__ = output
     return rooted
+
+
+def _hide_config_dependencies(luigi):
+    """A ``luigi.Config`` a task lists in ``requires()`` is configuration, not a
+    dependency: Luigi would schedule it and print its id (its values, a password
+    from luigi.cfg among them) as an unfulfilled dependency.  ``Task.deps`` is
+    where Luigi's worker reads dependencies; ``requires()`` and ``input()`` are
+    left as the author wrote them."""
+    deps = luigi.Task.deps
+
+    def without_config(self):
+        return [d for d in deps(self) if not isinstance(d, luigi.Config)]
+
+    luigi.Task.deps = without_config
 
 
 def _report_errors(cls, report):
@@ -93,6 +113,7 @@ def main():
     from .task import HgTask, output_digests, recorded_extra, str_params, task_key
 
     luigi.setup_logging.InterfaceLogging._configured = True
+    _hide_config_dependencies(luigi)
     sys.path.insert(0, ctx.tree)
     os.chdir(ctx.tree)
     data = ctx.data
@@ -166,7 +187,8 @@ def main():
             store.finish_build(build, "failed", error=error, outputs=outputs, extra=extra)
             emit(event="failure", key=key, task_id=task.task_id, error=error, seconds=seconds)
             return
-        inputs = [input_record(dep) for dep in flatten(task.requires())]
+        inputs = [input_record(dep) for dep in flatten(task.requires())
+                  if not isinstance(dep, luigi.Config)]
         store.finish_build(build, "success", outputs=outputs, inputs=inputs, extra=extra)
         emit(event="success", key=key, task_id=task.task_id, seconds=seconds)
 

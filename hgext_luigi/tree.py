@@ -19,6 +19,7 @@ changeset holding such a path is refused before anything is written.
 
 import errno
 import fcntl
+import hashlib
 import os
 import shutil
 
@@ -214,16 +215,62 @@ def _ready_trees(base):
     return ready
 
 
+def snapshot(path):
+    """A digest of every entry under ``path`` as it is on disk (name, type,
+    size, mode, mtime): pipeline code runs with its tree as current directory
+    and may write into it, and what it wrote must never reach the build of
+    another changeset (another pusher's) that recycles or reuses the tree."""
+    h = hashlib.sha256()
+    for top, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in [b'.'] + sorted(dirs) + sorted(files):
+            full = os.path.join(top, name) if name != b'.' else top
+            st = os.lstat(full)
+            h.update(b'%s\0%o\0%d\0%d\n' % (os.path.relpath(full, path), st.st_mode,
+                                              st.st_size, st.st_mtime_ns))
+    return h.hexdigest().encode('ascii')
+
+
+def _mark_ready(base, node, written):
+    with open(os.path.join(base, node + b'.ready'), 'wb') as f:
+        f.write(b'%d\n%s\n' % (written, snapshot(os.path.join(base, node))))
+
+
+def _intact(base, node):
+    """Whether the tree of ``node`` is exactly as it was written."""
+    try:
+        with open(os.path.join(base, node + b'.ready'), 'rb') as f:
+            lines = f.read().split(b'\n')
+    except FileNotFoundError:
+        return False
+    return len(lines) > 1 and lines[1] == snapshot(os.path.join(base, node))
+
+
+def _discard(base, node):
+    """Throw a tree away (its ``.ready`` first, so no one takes it meanwhile);
+    call it holding the tree's exclusive lock."""
+    try:
+        os.unlink(os.path.join(base, node + b'.ready'))
+    except FileNotFoundError:
+        pass
+    shutil.rmtree(os.path.join(base, node), ignore_errors=True)
+
+
 def _take_idle(repo, base):
-    """The least recently used tree no run holds, locked exclusively: (node, fd),
-    or None."""
+    """The least recently used tree no run holds and nothing changed since it was
+    written, locked exclusively: (node, fd), or None.  A tree found changed is
+    thrown away."""
     unfi = repo.unfiltered()
     for _mtime, other in _ready_trees(base):
         if other not in unfi:
             continue
         fd = _lock(os.path.join(base, other + b'.lock'), exclusive=True, blocking=False)
-        if fd is not None:
+        if fd is None:
+            continue
+        if _intact(base, other):
             return other, fd
+        _discard(base, other)
+        os.close(fd)
     return None
 
 
@@ -269,9 +316,9 @@ def materialize(repo, ctx, keep=3, progress=None):
     glock = _lock(os.path.join(base, b'.lock'), exclusive=True)
     try:
         if os.path.exists(ready):
-            fd = _lock(path + b'.lock', exclusive=False)
-            os.utime(ready)
-            return Tree(path, fd, node.decode('ascii'), 0)
+            fd = _reuse(base, node)
+            if fd is not None:
+                return Tree(path, fd, node.decode('ascii'), 0)
 
         # discard leftovers of a materialization that was killed midway
         for name in os.listdir(base):
@@ -285,13 +332,31 @@ def materialize(repo, ctx, keep=3, progress=None):
             shutil.rmtree(work, ignore_errors=True)  # a half-written tree is never used
             raise
         os.rename(work, path)
-        with open(ready, 'wb') as f:
-            f.write(b'%d\n' % written)
+        _mark_ready(base, node, written)
         fd = _lock(path + b'.lock', exclusive=False)
         _prune(base, keep, node)
         return Tree(path, fd, node.decode('ascii'), written)
     finally:
         os.close(glock)
+
+
+def _reuse(base, node):
+    """The shared lock of the ready tree of ``node`` when it is intact; else the
+    tree is thrown away (when no run holds it) and None returned."""
+    path = os.path.join(base, node)
+    xfd = _lock(path + b'.lock', exclusive=True, blocking=False)
+    if xfd is None:  # in use by a run: checked when it is next taken idle
+        fd = _lock(path + b'.lock', exclusive=False)
+        os.utime(path + b'.ready')
+        return fd
+    try:
+        if not _intact(base, node):
+            _discard(base, node)
+            return None
+        os.utime(path + b'.ready')
+    finally:
+        os.close(xfd)
+    return _lock(path + b'.lock', exclusive=False)
 
 
 def _prune(base, keep, current):

@@ -144,3 +144,26 @@ def test_queue_entry_error_separates_failed_from_not_run(hg, tmp_path):
     [entry] = server.json("luigi-queue")
     assert entry["state"] == "failed"
     assert entry["error"] == "failed: Extract(); not run because of them: Load()"
+
+
+def test_pushed_data_cannot_drive_the_terminal(empty_repo):
+    repo = empty_repo
+    repo.write("pipelines/__init__.py", '''import luigi
+from hgext_luigi import HgTask
+
+
+class Title(HgTask):
+    name = luigi.Parameter(default="a\\x1b]0;OWNED\\x07\\x1b[2J\\rfake")
+
+    def output(self):
+        return self.stamped_target("t.txt")
+
+    def run(self):
+        raise ValueError("\\x1b[31mred\\r")
+''')
+    repo.commit("escape sequences")
+    for args in (("luigi-affected",), ("luigi-run",), ("luigi-lineage",)):
+        proc = repo(*args, check=False)
+        shown = proc.stdout + proc.stderr
+        assert "\x1b" not in shown and "\r" not in shown and "\x07" not in shown
+    assert "\\x1b]0;OWNED" in repo("luigi-affected").stdout

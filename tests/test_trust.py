@@ -249,3 +249,102 @@ def test_the_hg_process_hides_its_environment_from_the_code_it_starts():
             for mode in ("allow", "deny")}
     assert runs["allow"] == "read 1"  # what the code could do before
     assert runs["deny"] == "denied Permission denied"
+
+
+TAMPER = '''import os
+
+from hgext_luigi import HgTask
+
+import pipelines.helper as helper
+
+
+class Report(HgTask):
+    watches = ["data.txt"]
+
+    def output(self):
+        return self.stamped_target("report.txt")
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write(helper.MARK + "\\n")
+        if os.path.exists("data.txt") and open("data.txt").read() == "1\\n":
+            # the first push's code rewrites its tree for whoever builds next
+            with open("pipelines/helper.py", "w") as f:
+                f.write("MARK = 'TAMPERED'\\n")
+            with open("luigi.cfg", "w") as f:
+                f.write("[core]\\n")
+'''
+
+
+def test_what_a_run_wrote_into_its_tree_never_reaches_the_next_build(hg, tmp_path):
+    server = make_server_repo(hg, str(tmp_path / "server"), "on-push = run\ntree-cache = 1\n")
+    hg("clone", "-q", server.path, str(tmp_path / "mallory"))
+    clone = Repo(hg, str(tmp_path / "mallory"))
+    clone.write("pipelines/__init__.py", TAMPER)
+    clone.write("pipelines/helper.py", "MARK = 'clean'\n")
+    clone.write("data.txt", "1\n")
+    clone.commit("plants a change in its tree")
+    clone("push", server.path)
+    for n in (2, 3):  # later pushes by others change data only
+        clone.write("data.txt", "%d\n" % n)
+        clone.commit("data %d" % n)
+        clone("push", server.path)
+    rows = server.json("luigi-lineage")
+    with open(rows[0]["outputs"][0]["path"]) as f:
+        assert f.read() == "clean\n"
+    trees = os.path.join(server.state, "trees")
+    for t in os.listdir(trees):
+        assert not os.path.exists(os.path.join(trees, t, "luigi.cfg"))
+
+
+CONFIG_DEPENDENCY = '''import luigi
+from hgext_luigi import HgTask
+
+
+class dbconf(luigi.Config):
+    password = luigi.Parameter()
+
+
+class Load(HgTask):
+    def requires(self):
+        return dbconf()
+
+    def output(self):
+        return self.stamped_target("load.txt")
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write("connected\\n")
+'''
+
+
+def test_a_config_listed_as_a_dependency_shows_no_secret(empty_repo):
+    repo = empty_repo
+    repo.write("pipelines/__init__.py", CONFIG_DEPENDENCY)
+    repo.write("luigi.cfg", "[dbconf]\npassword = %s\n" % CANARY)
+    repo.commit("a task requires its configuration")
+    out = repo("luigi-run")
+    assert "1 ran" in out.stdout
+    assert CANARY not in out.stdout + out.stderr
+    state = [p for p in grep_tree(empty_repo.state, CANARY) if "/trees/" not in p]
+    assert state == []  # not in lineage, logs, outputs, the graph cache
+
+
+def test_plain_relative_outputs_stay_under_their_root(empty_repo, tmp_path):
+    target = tmp_path / "escaped.txt"
+    empty_repo.write("pipelines/__init__.py", '''import luigi
+
+
+class Escape(luigi.Task):
+    def output(self):
+        return luigi.LocalTarget("../../../../../../../..%s")
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write("out\\\\n")
+''' % target)
+    empty_repo.commit("plain escape")
+    proc = empty_repo("luigi-run", check=False)
+    assert proc.returncode == 1
+    assert "must stay under the plain output root" in proc.stdout
+    assert not target.exists()

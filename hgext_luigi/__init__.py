@@ -50,7 +50,8 @@ Configuration (all in the ``[luigi]`` section):
   lines). Default: ``.hgluigi``.
 
 ``python``
-  Interpreter that runs pipeline code (needs luigi). Default: the one running
+  Interpreter that runs pipeline code (needs luigi; hgext_luigi is put on its
+  path). Default: the one running
   Mercurial.
 
 ``pass-env``
@@ -145,7 +146,8 @@ the lock: the entries become pending, or are built with ``on-push = run``).
 
 State lives in ``.hg/luigi/``: ``lineage.db`` (SQLite lineage store),
 ``queue.db`` (push queue), ``trees/``, ``index/`` (cached task graphs),
-``logs/`` (Luigi's log per run).
+``logs/`` (Luigi's log per run), ``outputs/`` (default output root), ``lib/``
+(the import path of pipeline subprocesses), ``run.lock``.
 """
 
 testedwith = b'6.9 7.0 7.1 7.2'

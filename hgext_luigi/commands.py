@@ -34,7 +34,7 @@ def _formatter(ui, topic, opts):
      (b'', b'all', False, _(b'plan a rebuild of every task')),
      (b't', b'task', [], _(b'only these tasks (family or key) and what they need'),
       _(b'NAME'))] + cmdutil.formatteropts,
-    _(b'[-r REV] [--task NAME]... [-T TEMPLATE]'),
+    _(b'[-r REV] [--all] [--task NAME]... [-T TEMPLATE]'),
     helpcategory=command.CATEGORY_CHANGE_NAVIGATION,
     intents={registrar.INTENT_READONLY},
 )
@@ -78,7 +78,8 @@ def luigi_affected(ui, repo, **opts):
      (b'', b'scheduler', b'', _(b'central luigid URL (default: [luigi] scheduler, or '
                                b'the local scheduler)'), _(b'URL'))]
     + cmdutil.formatteropts,
-    _(b'[-r REV] [--all] [--task NAME]... [--dry-run] [--workers N] [--scheduler URL]'),
+    _(b'[-r REV] [--all] [--task NAME]... [--dry-run] [--workers N] [--scheduler URL] '
+      b'[-T TEMPLATE]'),
     helpcategory=command.CATEGORY_MAINTENANCE,
 )
 def luigi_run(ui, repo, **opts):
@@ -409,7 +410,7 @@ def luigi_worker(ui, repo, **opts):
 
 @command(
     b'luigi-callback',
-    [(b'q', b'queue', b'', _(b'SQS queue URL to receive from (default: [luigi] '
+    [(b'', b'queue', b'', _(b'SQS queue URL to receive from (default: [luigi] '
                            b'callback-queue)'), _(b'URL')),
      (b'', b'once', False, _(b'answer the waiting requests, then exit')),
      (b'', b'wait', 20, _(b'seconds one receive waits for a message (long poll)'),
@@ -463,7 +464,7 @@ def luigi_callback(ui, repo, **opts):
      (b'', b'state', [], _(b'only entries in this state (repeatable)'), _(b'STATE')),
      (b'l', b'limit', 0, _(b'only the last N entries'), _(b'N'))]
     + cmdutil.formatteropts,
-    _(b'[--retry ID] [--state STATE]... [-T TEMPLATE]'),
+    _(b'[--retry ID] [--state STATE]... [--limit N] [-T TEMPLATE]'),
     helpcategory=command.CATEGORY_MAINTENANCE,
 )
 def luigi_queue(ui, repo, **opts):

@@ -79,7 +79,7 @@ configitem(b'luigi', b'aws-profile', default=None)
 configitem(b'ansible', b'vault_password_env', default=None)
 
 ON_COMMIT = (b'off', b'plan', b'run')
-ON_PUSH = (b'off', b'run', b'queue')
+ON_PUSH = (b'off', b'queue', b'run')
 
 # what pipeline code sees of the server's environment unless [luigi] pass-env says
 DEFAULT_PASS_ENV = ('PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_*', 'TZ', 'TMPDIR',
@@ -106,7 +106,8 @@ class SettingError(error.ConfigError):
     def __init__(self, section, name, value, allowed):
         msg = _(b'config error: %s.%s: %s is not %s') % (
             section, name, pycompat.bytestr(stringutil.pprint(value)), allowed)
-        super().__init__(msg, hint=_(b'fix it in your hgrc (see hg help hgext_luigi)'))
+        super().__init__(msg, hint=_(b'fix it in the configuration; see hg help '
+                                     b'hgext_luigi'))
 
     def format(self):
         return _(b'abort: %s\n(%s)\n') % (self.message, self.hint)

@@ -70,6 +70,7 @@ _NOT_RUN = {
     "upstream_failure": "an upstream task failed",
     "upstream_missing_dependency": "an upstream dependency is missing",
     "still_pending_ext": "an external dependency is missing",
+    "still_pending_not_ext": "an input it needs is missing",
     "run_by_other_worker": "being run by another worker",
     "upstream_run_by_other_worker": "an upstream task is being run by another worker",
     "scheduling_error": "failed scheduling",
@@ -379,6 +380,9 @@ class TaskLines:
             error_msg = None
             if ev:
                 outcome, error_msg = "failed", "interrupted"
+            elif d.external and luigi_outcome.get(d.key) == "still_pending_ext":
+                outcome = "not run"
+                error_msg = "its output is missing (an external input: produce it, then run again)"
             elif d.external or not d.affected or luigi_outcome.get(d.key) == "already_done":
                 outcome = "reused"
             else:

@@ -14,7 +14,7 @@ from test_run import outcomes
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(HERE, "luigi_examples")
 PARAMS_HINT = "(set [luigi] roots or pass --task 'Family(param=value)')"
-INTERVAL = "2026-11-01-2026-11-03"  # Luigi's intervals exclude their end: two days
+INTERVAL = "1999-12-21-1999-12-23"  # Luigi's intervals exclude their end: two days
 WORDCOUNT = "WordCount(date_interval=%s)" % INTERVAL
 
 
@@ -60,8 +60,8 @@ def test_wordcount_planned_with_a_task_key(empty_repo):
     assert "1 of 3 tasks affected" in proc.stdout
     tasks = repo.affected("--task", WORDCOUNT)
     assert {k: t["status"] for k, t in tasks.items()} == {
-        "InputText(date=2026-11-01)": "external",
-        "InputText(date=2026-11-02)": "external",
+        "InputText(date=1999-12-21)": "external",
+        "InputText(date=1999-12-22)": "external",
         WORDCOUNT: "affected",
     }
     assert tasks[WORDCOUNT]["family"] == "WordCount"
@@ -75,7 +75,7 @@ def test_task_key_with_defaults_left_out_and_other_spacing(empty_repo):
     tasks = repo.affected("--task", full)
     assert sorted(tasks) == [
         "AggregateArtists(date_interval=%s)" % INTERVAL,
-        "Streams(date=2026-11-01)", "Streams(date=2026-11-02)", full]
+        "Streams(date=1999-12-21)", "Streams(date=1999-12-22)", full]
     assert all(t["status"] == "affected" for t in tasks.values())
     # the default of use_spark and other spacing: the same task
     short = repo.affected("--task", "Top10Artists(date_interval=%s)" % INTERVAL)
@@ -111,7 +111,7 @@ def test_task_argument_errors_name_the_task(empty_repo):
     assert proc.returncode == 255
     assert "abort: unknown task: Nope" in proc.stderr
     assert "(tasks in this pipeline: InputText, WordCount)" in proc.stderr
-    proc = repo("luigi-run", "--task", "WordCount(date=2026-11-01)", check=False)
+    proc = repo("luigi-run", "--task", "WordCount(date=1999-12-21)", check=False)
     assert proc.returncode == 255
     assert "WordCount has no parameter 'date'" in proc.stderr
     assert "(parameters of WordCount: date_interval)" in proc.stderr
@@ -165,7 +165,7 @@ def test_dynamic_requirements_run(empty_repo):
         remove(*files)
 
 
-WORDS = {"2026-11-01": "a rose is a rose\n", "2026-11-02": "is a rose\n"}
+WORDS = {"1999-12-21": "a rose is a rose\n", "1999-12-22": "is a rose\n"}
 COUNT_OUT = "/var/tmp/text-count/%s" % INTERVAL
 
 
@@ -209,18 +209,18 @@ def test_external_task_watches_affect_downstream(empty_repo):
     try:
         _write_inputs()
         adopt(repo, "wordcount", watches="InputText = text/{date}.txt\n")
-        repo.write("text/2026-11-01.txt", "v1\n")
+        repo.write("text/1999-12-21.txt", "v1\n")
         repo.commit("input snapshot")
         repo("luigi-run", "--task", WORDCOUNT)
         assert not repo.affected("--task", WORDCOUNT)[WORDCOUNT]["affected"]
-        repo.write("text/2026-11-05.txt", "v1\n")  # a day outside the interval
+        repo.write("text/1999-12-25.txt", "v1\n")  # a day outside the interval
         repo.commit("other day")
         assert not repo.affected("--task", WORDCOUNT)[WORDCOUNT]["affected"]
-        repo.write("text/2026-11-01.txt", "v2\n")
+        repo.write("text/1999-12-21.txt", "v2\n")
         repo.commit("input changed")
         tasks = repo.affected("--task", WORDCOUNT)
         assert tasks[WORDCOUNT]["affected"]
-        assert not tasks["InputText(date=2026-11-02)"]["affected"]
+        assert not tasks["InputText(date=1999-12-22)"]["affected"]
     finally:
         _remove_inputs()
 

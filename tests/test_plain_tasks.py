@@ -193,3 +193,16 @@ def test_an_output_overwritten_by_a_later_build_is_not_reused(empty_repo):
     assert outcomes(repo, "-r", first)["Count()"] == "ran"
     with open(os.path.join(repo.state, "outputs", "plain", "out", "count.txt")) as f:
         assert f.read() == "2\n"
+
+
+def test_a_missing_external_input_is_reported_not_reused(empty_repo):
+    repo = empty_repo
+    plain_repo(repo)
+    repo("rm", "data/raw.txt")
+    repo.commit("the raw data is gone")
+    proc = repo("luigi-run", check=False)
+    assert proc.returncode == 1
+    rows = {ln[9:].split()[0]: ln for ln in proc.stdout.splitlines() if ln[:1] in "nrf"}
+    assert rows["Raw()"].startswith("not run") and "its output is missing" in rows["Raw()"]
+    assert rows["Upper()"].startswith("not run")
+    assert "an input it needs is missing" in rows["Upper()"]

@@ -13,7 +13,7 @@ BAD = [
     ("tree-cache", "1.5", "an integer >= 1"),
     ("lock-timeout", "-3", "a number >= 0"),
     ("on-commit", "always", "one of off, plan, run"),
-    ("on-push", "sometimes", "one of off, run, queue"),
+    ("on-push", "sometimes", "one of off, queue, run"),
     ("gate", "perhaps", "a boolean"),
     ("coalesce", "2", "a boolean"),
     ("module", "my-pipeline", "a Python module name"),

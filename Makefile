@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# two test processes (the machines have 2 cores); a file's tests stay together,
+# as some examples write fixed paths.  PARALLEL= runs them one at a time.
+PARALLEL ?= -n 2 --dist loadfile
 
 .PHONY: demo test bench venv clean
 
@@ -22,7 +25,7 @@ demo: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python demo/demo.py
 
 test: venv
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q $(PARALLEL) tests $(PYTEST_ARGS)
 
 bench: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/bench.py

@@ -24,8 +24,8 @@ setup(
         "ansible": ["ansible-core>=2.15"],
         # StepFunctionsTask and hg luigi-callback
         "aws": ["boto3>=1.28"],
-        "test": ["pytest>=7", "pytest-timeout>=2", "ansible-core>=2.15", "boto3>=1.28",
-                 "moto[server]>=5"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "pytest-xdist>=3", "ansible-core>=2.15",
+                 "boto3>=1.28", "moto[server]>=5"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

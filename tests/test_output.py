@@ -4,7 +4,7 @@ and non-ASCII names through every command."""
 import json
 
 from conftest import Repo, make_server_repo, seeded_clone
-from test_errors import ODD
+from test_errors import FLAKY, ODD
 
 OUTCOMES = {"ran", "reused", "failed", "not run"}
 
@@ -109,35 +109,15 @@ def test_non_ascii_names_round_trip(empty_repo):
     assert not plan["Copy(name=plain.csv)"]["affected"]
 
 
-FAILING = '''import luigi
-from hgext_luigi import HgTask
-
-
-class Extract(HgTask):
-    def output(self):
-        return self.stamped_target("extract.txt")
-
-    def run(self):
-        raise ValueError("upstream API returned 503")
-
-
-class Load(HgTask):
-    def requires(self):
-        return Extract()
-
-    def output(self):
-        return self.stamped_target("load.txt")
-
-    def run(self):
-        pass
-'''
 
 
 def test_queue_entry_error_separates_failed_from_not_run(hg, tmp_path):
     server = make_server_repo(hg, str(tmp_path / "server"), "on-push = queue\n")
     hg("clone", "-q", server.path, str(tmp_path / "dave"))
     clone = Repo(hg, str(tmp_path / "dave"))
-    clone.write("pipelines/__init__.py", FAILING)
+    switch = tmp_path / "fail-now"
+    switch.write_text("")
+    clone.write("pipelines/__init__.py", FLAKY.format(switch=str(switch)))
     clone.commit("failing extract")
     clone("push", server.path)
     server("luigi-worker", "--once", check=False)

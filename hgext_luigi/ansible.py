@@ -21,7 +21,6 @@ Values of ``extra_vars`` that come from the repository (paths, file names,
 contents) go through :func:`unsafe`, so Ansible never templates them.
 """
 
-import fnmatch
 import json
 import os
 import shlex
@@ -33,15 +32,14 @@ import time
 
 import luigi
 
-from . import context
+from . import context, sandbox
 from .task import HgTask, read_config
 
 # the environment ansible-playbook gets (an allow-list: a credential can have any
 # name, and what the child gets lands in the fact cache and the job events):
 # the basics, Ansible's own settings, what ansible-runner sets for its callback,
 # and the names (globs) in [ansible] pass_env
-_ENV_ALLOWED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TZ", "TMPDIR", "TERM",
-                "ANSIBLE_*")
+_ENV_ALLOWED = sandbox.DEFAULT_PASS_ENV + ("ANSIBLE_*",)
 _ENV_RUNNER = ("AWX_ISOLATED_DATA_DIR", "RUNNER_OMIT_EVENTS", "RUNNER_ONLY_FAILED_EVENTS",
                "ORIGINAL_STDOUT_CALLBACK", "AD_HOC_COMMAND_ID", "PYTHONUNBUFFERED")
 _VAULT_PROMPT = r"Vault password[^:\n]*:\s*?$"
@@ -119,34 +117,22 @@ def unsafe(value):
     return _Unsafe(value)
 
 
-def _yaml_extra(value):
-    """An ``extra_vars`` value as YAML: templated by Ansible as usual, except
-    what :func:`unsafe` wraps."""
+def _yaml(value, unsafe=False):
+    """``value`` as YAML (JSON syntax is valid YAML).  With ``unsafe``, and for
+    whatever :func:`unsafe` wraps, every string carries ``!unsafe``: Ansible keeps
+    it verbatim and never templates it; other values are templated as usual."""
     if isinstance(value, _Unsafe):
-        return _yaml_unsafe(value.value)
+        return _yaml(value.value, True)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_yaml_extra(v) for v in value) + "]"
+        return "[" + ", ".join(_yaml(v, unsafe) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join("%s: %s" % (json.dumps(str(k)), _yaml_extra(v))
+        return "{" + ", ".join("%s: %s" % (json.dumps(str(k)), _yaml(v, unsafe))
                                for k, v in value.items()) + "}"
-    return json.dumps(value)
-
-
-def _yaml_unsafe(value):
-    """``value`` as YAML in which every string carries ``!unsafe``: Ansible keeps
-    it verbatim and never templates it.  JSON string syntax is valid YAML."""
-    if isinstance(value, _Unsafe):
-        value = value.value
-    if isinstance(value, str):
-        return "!unsafe " + json.dumps(value)
+    if not unsafe:
+        return json.dumps(value)
     if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
         return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_yaml_unsafe(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join("%s: %s" % (json.dumps(str(k)), _yaml_unsafe(v))
-                               for k, v in value.items()) + "}"
-    return "!unsafe " + json.dumps(str(value))
+    return "!unsafe " + json.dumps(value if isinstance(value, str) else str(value))
 
 
 def _child_env(env, keep=(), drop=()):
@@ -154,7 +140,7 @@ def _child_env(env, keep=(), drop=()):
     ``keep`` globs, never a ``drop`` name."""
     allowed = _ENV_ALLOWED + _ENV_RUNNER + tuple(keep)
     return {name: value for name, value in env.items()
-            if name not in drop and any(fnmatch.fnmatchcase(name, pat) for pat in allowed)}
+            if name not in drop and sandbox.allowed(name, allowed)}
 
 
 def _write_vars(path, data_vars, extra_vars):
@@ -164,9 +150,9 @@ def _write_vars(path, data_vars, extra_vars):
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write("# written by hgext_luigi: run data, never templated\n")
         for name, value in (data_vars or {}).items():
-            f.write("%s: %s\n" % (name, _yaml_unsafe(value)))
+            f.write("%s: %s\n" % (name, _yaml(value, unsafe=True)))
         for name, value in (extra_vars or {}).items():
-            f.write("%s: %s\n" % (json.dumps(str(name)), _yaml_extra(value)))
+            f.write("%s: %s\n" % (json.dumps(str(name)), _yaml(value)))
 
 
 def _remove(path):

@@ -14,6 +14,8 @@ from mercurial import encoding, error, pycompat, registrar
 from mercurial.i18n import _
 from mercurial.utils import stringutil
 
+from . import sandbox
+
 
 # terminal control characters (escape sequences, carriage returns...) but newline
 # and tab: task keys, errors and file names come from anyone who may push
@@ -36,14 +38,14 @@ def local(s):
     return encoding.tolocal(text.encode('utf-8', 'surrogateescape'))
 
 
-def text(b):
+def text(b, errors='surrogateescape'):
     """Bytes from Mercurial (options, arguments, config values: the local
     encoding) as the ``str`` Luigi speaks; the inverse of :func:`local`."""
     if b is None:
         return None
     if isinstance(b, str):
         return b
-    return encoding.fromlocal(b).decode('utf-8', 'surrogateescape')
+    return encoding.fromlocal(b).decode('utf-8', errors)
 
 
 configtable = {}
@@ -81,9 +83,7 @@ configitem(b'ansible', b'vault_password_env', default=None)
 ON_COMMIT = (b'off', b'plan', b'run')
 ON_PUSH = (b'off', b'queue', b'run')
 
-# what pipeline code sees of the server's environment unless [luigi] pass-env says
-DEFAULT_PASS_ENV = ('PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_*', 'TZ', 'TMPDIR',
-                    'TERM')
+DEFAULT_PASS_ENV = sandbox.DEFAULT_PASS_ENV
 
 
 def state_dir(repo):
@@ -156,13 +156,13 @@ class Reader:
             self._bad(name, what)
         return number
 
-    def text(self, name, pattern=None, allowed=b''):
+    def text(self, name, pattern, allowed):
         value = self.raw(name)
         if value is None or value == b'':
             return None
-        if pattern is not None and not re.match(pattern, value):
+        if not re.match(pattern, value):
             self._bad(name, allowed)
-        return text(value) if pattern is not None else value
+        return text(value)
 
     def names(self, name, pattern, allowed):
         values = self.ui.configlist(self.section, name)

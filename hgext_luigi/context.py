@@ -94,8 +94,6 @@ _current = None
 _events_fd = None
 _secrets = {}
 
-SECRETS_FD = "HGEXT_LUIGI_SECRETS_FD"
-
 
 def stash_secrets():
     """Read the secrets the hg side handed this run (a JSON object on the pipe
@@ -103,6 +101,8 @@ def stash_secrets():
     live in this process's memory only, never in an environment a child
     inherits or ``/proc`` shows.  Code of the run that asks by name
     (:func:`secret`) gets one: whoever may push can write such code."""
+    from .sandbox import SECRETS_FD
+
     fd = os.environ.pop(SECRETS_FD, None)
     if not fd:
         return
@@ -120,8 +120,8 @@ def stash_secrets():
 
 
 def secret(name):
-    """A secret the hg side handed this run (moved out of os.environ before the
-    pipeline was imported), else the environment's value, else None."""
+    """A secret the hg side handed this run (see :func:`stash_secrets`), else
+    the environment's value, else None."""
     if not name:
         return None
     return _secrets.get(name) or os.environ.get(name)

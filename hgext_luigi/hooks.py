@@ -54,7 +54,9 @@ def commit_hook(ui, repo, hooktype, node=None, **kwargs):
     try:
         settings = config.Settings.read(ui, repo)
     except error.Abort as e:
-        ui.warn(_(b'luigi: %s\n(%s)\n') % (e.message, e.hint))
+        from . import dispatch
+
+        dispatch.warn_abort(ui, e)
         return True
     mode = settings.on_commit
     if mode == b'off' or node is None:

@@ -64,7 +64,7 @@ def cache_key(settings, tasks=()):
     """Everything besides repository files that shapes the task graph: the
     settings, the ``--task`` arguments, the interpreter, what the pipeline sees
     of the environment and the Luigi configuration files outside the tree."""
-    env = pipeline_env(settings)
+    env = sandbox.filter_env(os.environ, settings.pass_env)
     return dict(settings.index_settings(), tasks=list(tasks),
                 interpreter=_interpreter(settings.python),
                 env=sandbox.env_digest(env), luigi_config=_outside_config(env))

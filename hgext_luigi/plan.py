@@ -73,11 +73,7 @@ class Decision:
     def status(self):
         if not self.affected:
             return "external" if self.external else "unaffected"
-        if self.external:
-            return "affected"
-        if not self.affected:
-            return "unaffected"
-        return "affected" if self.direct else "upstream"
+        return "affected" if self.direct or self.external else "upstream"
 
     def as_dict(self):
         return {

@@ -11,7 +11,6 @@ non-dumpable so that its own environment cannot be read through /proc by the
 code it starts.
 """
 
-import ctypes
 import fnmatch
 import hashlib
 import json
@@ -19,10 +18,14 @@ import os
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
+# what pipeline code sees of the server's environment unless [luigi] pass-env says
+DEFAULT_PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TZ", "TMPDIR",
+                    "TERM")
+
 # set by the extension for its own subprocesses, never taken from the server
 SECRETS_FD = "HGEXT_LUIGI_SECRETS_FD"
-OWN = ("HGEXT_LUIGI_CONTEXT", SECRETS_FD, "PYTHONPATH",
-       "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE", "PYTHONSAFEPATH")
+OWN = ("HGEXT_LUIGI_CONTEXT", SECRETS_FD, "PYTHONPATH", "PYTHONDONTWRITEBYTECODE",
+       "PYTHONNOUSERSITE")
 
 
 def allowed(name, patterns):
@@ -72,10 +75,10 @@ def secrets_pipe(environ, names):
     if not handed:
         return None, {}
     data = json.dumps(handed).encode("utf-8")
+    if len(data) > 60000:  # written before the child starts: must fit the pipe
+        raise ValueError("secrets too large for a pipe")
     r, w = os.pipe()
     try:
-        if len(data) > 60000:
-            raise ValueError("secrets too large for a pipe")
         os.write(w, data)
     finally:
         os.close(w)
@@ -86,6 +89,8 @@ def deny_inspection():
     """Make this process non-dumpable (Linux): processes of the same account, the
     pipeline code it starts among them, can no longer read its memory or
     ``/proc/<pid>/environ``, which holds the server's whole environment."""
+    import ctypes  # only when a pipeline subprocess is about to start
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0

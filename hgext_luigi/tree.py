@@ -367,8 +367,7 @@ def _prune(base, keep, current):
         if fd is None:
             continue
         try:
-            os.unlink(os.path.join(base, other + b'.ready'))
-            shutil.rmtree(os.path.join(base, other), ignore_errors=True)
+            _discard(base, other)
         finally:
             os.close(fd)
 

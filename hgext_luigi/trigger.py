@@ -10,6 +10,8 @@ import re
 from mercurial import encoding, pycompat
 from mercurial.utils import urlutil
 
+from . import config
+
 SKIP = re.compile(br'\[luigi skip\]', re.IGNORECASE)
 ALL = re.compile(br'\[luigi all\]', re.IGNORECASE)
 
@@ -87,7 +89,8 @@ def author(ctx):
 
 
 def _text(name):
-    return encoding.fromlocal(name).decode('utf-8', 'replace')
+    # names go into SQLite: no lone surrogates for bytes that are not UTF-8
+    return config.text(name, errors='replace')
 
 
 def describe_source(url):

@@ -3,7 +3,6 @@ where it may write.  Canary secrets in the server's environment must appear
 nowhere: not to the pusher, not in a file, a log or the lineage store."""
 
 import os
-import shutil
 import subprocess
 
 import sys

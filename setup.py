@@ -24,8 +24,10 @@ setup(
         "ansible": ["ansible-core>=2.15"],
         # StepFunctionsTask and hg luigi-callback
         "aws": ["boto3>=1.28"],
+        # hgext_luigi.wsgi: OIDC tokens for pushes over HTTP
+        "oidc": ["PyJWT[crypto]>=2.15"],
         "test": ["pytest>=7", "pytest-timeout>=2", "pytest-xdist>=3", "ansible-core>=2.15",
-                 "boto3>=1.28", "moto[server]>=5"],
+                 "boto3>=1.28", "moto[server]>=5", "PyJWT[crypto]>=2.15"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

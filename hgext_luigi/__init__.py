@@ -114,8 +114,33 @@ Configuration (all in the ``[luigi]`` section):
 ``aws-region``, ``aws-endpoint-url``, ``aws-profile``
   Override boto3's standard configuration (``AWS_REGION``,
   ``AWS_ENDPOINT_URL``, ``AWS_PROFILE``, shared config files) for
-  :hg:`luigi-callback`. Credentials are never read from hg configuration: they
+  :hg:`luigi-callback` and the ``AssumeRole`` of ``[luigi.roles]``. Credentials
+  are never read from hg configuration: they
   come from boto3's standard chain. Default: none.
+
+``acl``
+  ``off``, ``warn`` or ``enforce``: task ownership for pushes and runs. Owners
+  are the ``[owners]`` section of the watches file (``Family-glob = user
+  @group ...``, the first match wins) as the server had it before the push; a
+  push touching a task its pusher does not own is rejected with ``enforce``,
+  recorded only with ``warn``. Default: ``off``.
+
+``credential-duration``
+  Seconds each task's STS session lasts (``[luigi.roles]``), 900 to 43200.
+  Default: 900.
+
+``audit-key-env``
+  Name of the environment variable holding the HMAC key of the audit chain
+  (never written down). Default: none (a plain SHA-256 chain).
+
+Server sections: ``[luigi.groups]`` (``name = users``), ``[luigi.acl]
+allow-force`` (who may push ``[luigi all]``), ``[luigi.acl.deny]``
+(``Family-glob = principals``, checked first), ``[luigi.roles]``
+(``Family-glob = role ARN``: each build assumes it through STS) and
+``[luigi.oidc]`` for ``hgext_luigi.wsgi`` (OIDC tokens for pushes over HTTP):
+``anonymous-read``, ``issuer``, ``audience``, ``user-claim``, ``groups-claim``,
+``algorithms``, ``leeway``, ``realm``. :hg:`luigi-audit` lists, exports and verifies the
+hash-chained audit log.
 
 In the server's hgrc, ``[ansible] vault_password_env`` names the variable
 holding the Ansible vault password: it is handed to the run alone (not to the
@@ -144,8 +169,8 @@ the lock: the entries become pending, or are built with ``on-push = run``).
 ``[luigi skip]`` in the message of a pushed head builds nothing for it;
 ``[luigi all]`` in any pushed changeset of a head rebuilds everything at it.
 
-State lives in ``.hg/luigi/``: ``lineage.db`` (SQLite lineage store),
-``queue.db`` (push queue), ``trees/``, ``index/`` (cached task graphs),
+State lives in ``.hg/luigi/``: ``lineage.db`` (SQLite: lineage, push queue and
+audit log), ``trees/``, ``index/`` (cached task graphs),
 ``logs/`` (Luigi's log per run), ``outputs/`` (default output root), ``lib/``
 (the import path of pipeline subprocesses), ``run.lock``.
 """

@@ -333,7 +333,10 @@ class AnsibleClient:
                      "ANSIBLE_NOCOLOR": "1", "PYTHONUNBUFFERED": "1"},
             suppress_env_files=True, timeout=self.timeout, quiet=True)
         rc.prepare()
-        rc.env = _child_env(rc.env, keep=self.pass_env, drop=(self.vault_password_env,))
+        from . import credentials  # the task's own short-lived ones, if it has a role
+
+        rc.env = _child_env(rc.env, keep=self.pass_env + credentials.active(),
+                            drop=(self.vault_password_env,))
         rc.command[0] = binary
         runner = ansible_runner.Runner(config=rc, event_handler=handler)
         try:

@@ -26,7 +26,11 @@ import threading
 from mercurial import error, pycompat
 from mercurial.i18n import _
 
-from . import config, dispatch, lineage, planner, sfnclient
+from . import acl, config, dispatch, planner, sfnclient, stores
+
+# who a callback is for [luigi] acl: an owner principal, or a member of a
+# [luigi.groups] group (the execution itself is recorded as the run's user)
+ACL_USER = "stepfunctions"
 
 _b = config.local
 
@@ -137,7 +141,7 @@ def handle(ui, repo, settings, client, queue, message, every, visibility):
     beat = _Heartbeat(client_for(settings), token, queue, receipt, every, visibility)
     beat.start()
     report = {}
-    rc = None
+    rc = ctx = None
     failure = None
     try:
         if bad:  # answered as a failure, nothing built
@@ -145,7 +149,7 @@ def handle(ui, repo, settings, client, queue, message, every, visibility):
         ctx = planner.resolve_rev(repo.unfiltered(), _b(req["rev"]))
         opts = {"task": [_b(t) for t in req["tasks"]], "all": req["all"]}
         rc = dispatch.run(ui, repo, ctx, settings, opts, trigger="stepfunctions",
-                          user=who, report=report)
+                          user=who, report=report, identity=acl.Identity(ACL_USER))
     except error.Abort as e:
         failure = ("hgext_luigi.Abort", pycompat.sysstr(e.message)
                    + ("; %s" % pycompat.sysstr(e.hint) if e.hint else ""))
@@ -156,8 +160,7 @@ def handle(ui, repo, settings, client, queue, message, every, visibility):
     if beat.lost:
         ui.warn(_(b'luigi: heartbeat for %s failed: %s\n')
                 % (_b(sfnclient.token_digest(token)), _b(beat.lost)))
-    store = (lineage.open_store(settings.store, settings.output_root)
-             if report.get("run_id") else None)
+    store = stores.open_store(settings) if report.get("run_id") else None
     try:
         try:
             if failure is None and rc == 0:
@@ -179,6 +182,14 @@ def handle(ui, repo, settings, client, queue, message, every, visibility):
             ui.warn(_(b'luigi: the state no longer waits (%s); the result is not sent\n')
                     % _b(e.code))
             outcome = "expired"
+        if store is None:
+            store = stores.open_store(settings)
+        store.record("callback-answered", {
+            "token": sfnclient.token_digest(token), "outcome": outcome,
+            "tasks": req["tasks"], "rev": req["rev"], "all": req["all"],
+            "error": failure[1] if failure and outcome != "success" else None},
+            actor=who, run_id=report.get("run_id"),
+            changeset=pycompat.sysstr(ctx.hex()) if ctx is not None else None)
     finally:
         if store is not None:
             store.close()

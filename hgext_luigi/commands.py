@@ -1,12 +1,13 @@
 """The ``hg luigi-*`` commands."""
 
 import os
+import re
 import time
 
 from mercurial import cmdutil, error, pycompat, registrar
 from mercurial.i18n import _
 
-from . import config, dispatch, lineage, planner
+from . import config, dispatch, planner
 
 cmdtable = {}
 command = registrar.command(cmdtable)
@@ -200,10 +201,9 @@ def luigi_lineage(ui, repo, rev=None, **opts):
     fm = _formatter(ui, b'luigi-lineage', opts)
     if not os.path.exists(settings.store):
         return _nothing(ui, fm)
-    try:
-        store = lineage.open_store(settings.store, settings.output_root)
-    except lineage.StoreError as e:
-        raise error.Abort(_b(str(e)))
+    from . import stores
+
+    store = stores.open_store(settings, write=False)
     try:
         if not store.has_records():
             return _nothing(ui, fm)
@@ -497,14 +497,13 @@ def luigi_queue(ui, repo, **opts):
             ui.status(_(b'the queue is empty (pushes are queued with [luigi] on-push = '
                         b'queue)\n'))
         return 0
-    try:
-        q = pushqueue.open_queue(settings.queue)
-    except pushqueue.QueueError as e:
-        raise error.Abort(_b(str(e)))
+    from . import stores, trigger
+
+    q = stores.open_queue(settings, write=bool(opts.get('retry')))
     try:
         if opts.get('retry'):
             try:
-                entry = q.retry(opts['retry'])
+                entry = q.retry(opts['retry'], actor=trigger.os_account())
             except pushqueue.QueueError as e:
                 raise error.Abort(_b(str(e)), hint=_(b'see hg luigi-queue'))
             ui.status(_(b'queue entry %d (%s on %s) is pending again\n')
@@ -533,3 +532,164 @@ def luigi_queue(ui, repo, **opts):
         fm.plain(b'\n')
     fm.end()
     return 0
+
+
+@command(
+    b'luigi-audit',
+    [(b'', b'since', b'', _(b'records from this date on (see hg help dates)'), _(b'DATE')),
+     (b'u', b'user', b'', _(b'records of this user (pusher, run user)'), _(b'USER')),
+     (b't', b'task', b'', _(b'records of this task (family, key or glob)'), _(b'NAME')),
+     (b'r', b'rev', b'', _(b'records about this revision'), _(b'REV')),
+     (b'', b'verify', False, _(b'check the chain, lineage and outputs; exit 1 if broken')),
+     (b'', b'head', False, _(b'print the chain head; with --verify HASH, check the chain '
+                            b'reaches that head')),
+     (b'', b'export', False, _(b'write JSON lines (for a SIEM)'))] + cmdutil.formatteropts,
+    _(b'[--since DATE] [-u USER] [-t NAME] [-r REV] [--export] [-T TEMPLATE] | --head | '
+      b'--verify [--head HASH]'),
+    helpcategory=command.CATEGORY_MAINTENANCE,
+    intents={registrar.INTENT_READONLY},
+    optionalrepo=False,
+)
+def luigi_audit(ui, repo, *expected, **opts):
+    """list, export or verify the audit log
+
+    Every decision and action is one record, written in the same SQLite
+    transaction as the state it describes: pushes accepted and rejected, gate
+    and access verdicts, queue entries taken, finished and retried, runs
+    started and ended, each task build (its changeset and outputs with their
+    sha256), credentials issued (role, session, access key id, expiry; never a
+    secret) and callbacks answered. Each record holds the hash of the record
+    before it and of its own content: a chain (HMAC-SHA256 keyed by the
+    variable ``[luigi] audit-key-env`` names, when set).
+
+    Without options, lists the records (``-T json`` for every field).
+
+    ``--verify`` recomputes the chain, checks every lineage build against the
+    audit record that describes it and every recorded output on disk against
+    its sha256, and reports each broken link, edited or deleted record and
+    changed or missing output by id, with exit status 1. ``--head`` prints the
+    hash of the last record: keep it elsewhere (a ticket, a WORM bucket), and
+    ``--verify --head HASH`` also detects records deleted from the end.
+
+    ``--export`` writes the selected records as JSON lines, one per record,
+    with ``prev`` and ``hash`` so a SIEM can check the chain itself.
+    """
+    from . import audit, stores, verify
+
+    settings = _settings(ui, repo)
+    store = stores.open_store(settings, write=False)  # --verify reads the key itself
+    try:
+        db = store._db
+        if expected and not (opts.get('verify') and opts.get('head')):
+            raise error.InputError(_(b'a head hash is given with --verify --head HASH'))
+        if len(expected) > 1:
+            raise error.InputError(_(b'give one head hash'))
+        if opts.get('verify'):
+            return _audit_verify(ui, store, settings, opts, verify,
+                                 expected[0] if expected else None)
+        if opts.get('head'):
+            fm = _formatter(ui, b'luigi-audit', opts)
+            fm.startitem()
+            fm.write(b'head', b'%s\n', _b(audit.head(db) or ''))
+            fm.end()
+            return 0
+        return _audit_list(ui, repo, db, opts, audit)
+    finally:
+        store.close()
+
+
+def _audit_filters(repo, opts):
+    from mercurial.utils import dateutil
+
+    since = None
+    if opts.get('since'):
+        since = dateutil.parsedate(opts['since'])[0]
+    rev = None
+    if opts.get('rev'):
+        rev = pycompat.sysstr(planner.resolve_rev(repo.unfiltered(), opts['rev']).hex())
+    return {"since": since, "user": config.text(opts['user']) if opts.get('user') else None,
+            "task": config.text(opts['task']) if opts.get('task') else None,
+            "changeset": rev}
+
+
+def _audit_list(ui, repo, db, opts, audit):
+    import json
+
+    records = audit.records(db, **_audit_filters(repo, opts))
+    if opts.get('export'):
+        for rec in records:
+            ui.write(_b(json.dumps(rec, sort_keys=True, ensure_ascii=False)) + b'\n')
+        return 0
+    fm = _formatter(ui, b'luigi-audit', opts)
+    for rec in records:
+        fm.startitem()
+        fm.write(b'id', b'%6d ', rec['id'])
+        fm.write(b'time', b'%s ', _b(_when(rec['time'])))
+        fm.write(b'kind', b'%-16s ', _b(rec['kind']), label=b'luigi.audit.%s' % _b(rec['kind']))
+        fm.write(b'actor', b'%-16s ', _b(rec['actor'] or '-'))
+        fm.plain(b'%-12s ' % (_b(rec['changeset'][:12]) if rec['changeset'] else b'-'))
+        fm.plain(b'%s' % _b(_audit_summary(rec)))
+        fm.data(changeset=_b(rec['changeset']) if rec['changeset'] else None,
+                task=_b(rec['task']) if rec['task'] else None,
+                run=_b(rec['run_id']) if rec['run_id'] else None,
+                data=_bytesify(rec['data']), prev=_b(rec['prev']), hash=_b(rec['hash']))
+        fm.plain(b'\n')
+    fm.end()
+    return 0
+
+
+def _audit_summary(rec):
+    d = rec['data']
+    kind = rec['kind']
+    if kind == 'build':
+        return "%s %s%s" % (d.get('key'), d.get('status'),
+                            " (%d outputs)" % len(d.get('outputs') or []))
+    if kind == 'credentials':
+        return "%s %s as %s, key %s, expires %s" % (
+            rec['task'], d.get('role'), d.get('session'), d.get('access_key_id'),
+            d.get('expires')) if not d.get('error') else "%s %s" % (rec['task'], d['error'])
+    if kind == 'acl':
+        denied = [x['task'] for x in d.get('denied', [])]
+        return ("%s allowed" % d.get('mode') if d.get('allowed') else
+                "%s denied: %s" % (d.get('mode'), ", ".join(denied) or "rebuild all"))
+    if kind in ('push-accepted', 'push-rejected'):
+        return "%s %s" % (d.get('source'), d.get('reason') or
+                          ", ".join(h[:12] for h in d.get('heads', [])))
+    if kind == 'run-ended':
+        return d.get('status') or ''
+    fields = [k for k in ('status', 'state', 'verdict', 'outcome', 'trigger') if d.get(k)]
+    return " ".join(str(d[k]) for k in fields)
+
+
+def _audit_verify(ui, store, settings, opts, verify, head):
+    import time as _time
+
+    from . import audit
+
+    try:
+        key = audit.load_key(settings.audit_key_env, os.environ)
+    except audit.AuditError as e:
+        raise error.Abort(_b(str(e)), hint=_(b'the key is needed to verify the chain'))
+    head = config.text(head) if head else None
+    if head is not None and not re.match(r'[0-9a-f]{64}\Z', head):
+        raise error.InputError(_(b'%s is not a head hash (64 hex digits from hg '
+                                 b'luigi-audit --head)') % _b(head[:80]))
+    started = _time.time()
+    result = verify.verify(store, key, head)
+    fm = _formatter(ui, b'luigi-audit', opts)
+    for p in result['problems']:
+        fm.startitem()
+        fm.write(b'kind', b'%-8s ', _b(p['kind']))
+        fm.write(b'id', b'%s ', _b(str(p['id'])))
+        fm.write(b'problem', b'%s\n', _b(p['problem']))
+    fm.end()
+    ui.status(_(b'checked %d audit records, %d lineage builds, %d outputs in %.2fs%s: '
+                b'%s\n') % (result['records'], result['builds'], result['outputs'],
+                            _time.time() - started,
+                            (b' (%d builds predate the audit log)' % result['before_audit'])
+                            if result['before_audit'] else b'',
+                            b'%d problems' % len(result['problems'])
+                            if result['problems'] else b'no problem'))
+    if not result['problems'] and not head:
+        ui.note(_(b'head %s\n') % _b(audit.head(store._db) or '-'))
+    return 1 if result['problems'] else 0

@@ -79,9 +79,27 @@ configitem(b'luigi', b'aws-endpoint-url', default=None)
 configitem(b'luigi', b'aws-profile', default=None)
 # secrets the server hands to the task types that need them, by variable name
 configitem(b'ansible', b'vault_password_env', default=None)
+# identity, access and audit: server-side only (a pushed changeset cannot set them)
+configitem(b'luigi', b'acl', default=b'off')
+configitem(b'luigi', b'credential-duration', default=900)
+configitem(b'luigi', b'audit-key-env', default=None)
+configitem(b'luigi.acl', b'allow-force', default=list)
+configitem(b'luigi.acl.deny', b'.*', default=None, generic=True)
+configitem(b'luigi.groups', b'.*', default=None, generic=True)
+configitem(b'luigi.roles', b'.*', default=None, generic=True)
+configitem(b'luigi.oidc', b'issuer', default=None)
+configitem(b'luigi.oidc', b'audience', default=None)
+configitem(b'luigi.oidc', b'user-claim', default=list)
+configitem(b'luigi.oidc', b'groups-claim', default=b'groups')
+configitem(b'luigi.oidc', b'algorithms', default=list)
+configitem(b'luigi.oidc', b'leeway', default=30)
+configitem(b'luigi.oidc', b'anonymous-read', default=False)
+configitem(b'luigi.oidc', b'realm', default=b'hgext_luigi')
 
 ON_COMMIT = (b'off', b'plan', b'run')
 ON_PUSH = (b'off', b'queue', b'run')
+ACL = (b'off', b'warn', b'enforce')
+_ROLE_ARN = br'^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+$'
 
 DEFAULT_PASS_ENV = sandbox.DEFAULT_PASS_ENV
 
@@ -92,7 +110,9 @@ def state_dir(repo):
 
 
 def queue_path(repo):
-    return pycompat.fsdecode(os.path.join(state_dir(repo), b'queue.db'))
+    """The push queue: a table of the lineage store's database (one file, so an
+    audit record and its change share a transaction)."""
+    return store_path(repo)
 
 
 def store_path(repo):
@@ -227,6 +247,13 @@ class Settings:
     aws_region: str
     aws_endpoint_url: str
     aws_profile: str
+    acl: bytes
+    allow_force: tuple
+    acl_deny: tuple
+    groups: tuple
+    roles: tuple
+    credential_duration: int
+    audit_key_env: str
     store: str
     queue: str
     state: str
@@ -271,6 +298,14 @@ class Settings:
             aws_region=r.text(b'aws-region', br'^[a-z0-9-]+$', b'an AWS region name'),
             aws_endpoint_url=r.text(b'aws-endpoint-url', _URL, b'a URL'),
             aws_profile=r.text(b'aws-profile', br'^[^\s]+$', b'a profile name'),
+            acl=r.choice(b'acl', ACL),
+            allow_force=Reader(ui, b'luigi.acl').names(b'allow-force', br'^\S+$', b'a name'),
+            acl_deny=_rules(ui, b'luigi.acl.deny', br'^[^=]+$', b'users and @groups'),
+            groups=_rules(ui, b'luigi.groups', br'^[^=]+$', b'user names'),
+            roles=_rules(ui, b'luigi.roles', _ROLE_ARN, b'an IAM role ARN '
+                         b'(arn:aws:iam::123456789012:role/name)', single=True),
+            credential_duration=_duration(r),
+            audit_key_env=r.text(b'audit-key-env', _VAR, b'an environment variable name'),
             store=store_path(repo),
             queue=queue_path(repo),
             state=pycompat.fsdecode(state_dir(repo)),
@@ -283,6 +318,30 @@ class Settings:
         """What the task graph depends on besides the repository's files."""
         return {"module": self.module, "roots": list(self.roots),
                 "watches_file": self.watches_file, "python": self.python}
+
+
+def _rules(ui, section, pattern, allowed, single=False):
+    """The items of a section in file order, as ``(name, values)``: ``values``
+    a tuple of names (separated by commas or spaces), or one value with
+    ``single``."""
+    out = []
+    for name, value in ui.configitems(section):
+        values = [value.strip()] if single else ui.configlist(section, name)
+        for v in values:
+            if not re.match(pattern, v):
+                raise SettingError(section, name, v, allowed)
+        out.append((text(name), text(values[0]) if single else
+                    tuple(text(v) for v in values)))
+    return tuple(out)
+
+
+def _duration(reader):
+    """``[luigi] credential-duration``: what STS accepts (15 minutes to 12 hours;
+    a role's own maximum may be lower, and STS says so)."""
+    value = reader.number(b'credential-duration', int, 900)
+    if value > 43200:
+        reader._bad(b'credential-duration', b'a number of seconds from 900 to 43200')
+    return value
 
 
 def auto_hooks(ui):

@@ -92,7 +92,10 @@ class Context:
 
 _current = None
 _events_fd = None
+_reply_fd = None
+_lock = None
 _secrets = {}
+REPLY_FD = "HGEXT_LUIGI_REPLY_FD"
 
 
 def stash_secrets():
@@ -128,22 +131,61 @@ def secret(name):
 
 
 def set_events_fd(fd):
-    """Where :func:`emit` writes (the runner's original standard output)."""
-    global _events_fd
+    """Where :func:`emit` writes (the runner's original standard output), and
+    the pipe :func:`request` reads answers from (``HGEXT_LUIGI_REPLY_FD``).
+    Call it before Luigi forks workers: they share the lock."""
+    global _events_fd, _reply_fd, _lock
+    import multiprocessing
+
     _events_fd = fd
+    reply = os.environ.pop(REPLY_FD, None)
+    _reply_fd = int(reply) if reply else None
+    _lock = multiprocessing.Lock()
+
+
+def _write_line(event):
+    data = (json.dumps(event) + "\n").encode("utf-8")
+    while data:
+        data = data[os.write(_events_fd, data):]
 
 
 def emit(**event):
     """Send one event line to the hg process following the run (a no-op outside
-    a run).  Lines are short and written with one ``write``, so forked workers
-    can share the descriptor."""
+    a run); the lock keeps lines of forked workers whole."""
     if _events_fd is None:
         return
-    line = (json.dumps(event) + "\n").encode("utf-8")
     try:
-        os.write(_events_fd, line)
+        with _lock:
+            _write_line(event)
     except OSError:
         pass
+
+
+class RequestError(Exception):
+    """The hg side refused a request or cannot be reached."""
+
+
+def request(**event):
+    """Ask the hg process following the run to do something only it may do (record
+    a build, issue credentials) and wait for its answer, a dict.  One request at
+    a time across forked workers, so every answer reaches who asked."""
+    if _events_fd is None or _reply_fd is None:
+        raise RequestError("not in a run started by hg luigi-run")
+    with _lock:
+        try:
+            _write_line(dict(event, event="request"))
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = os.read(_reply_fd, 65536)
+                if not chunk:
+                    raise RequestError("the hg process following the run went away")
+                data += chunk
+        except OSError as e:
+            raise RequestError("cannot reach the hg process: %s" % e)
+    answer = json.loads(data.decode("utf-8"))
+    if answer.get("error"):
+        raise RequestError(answer["error"])
+    return answer
 
 
 def current():

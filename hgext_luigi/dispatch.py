@@ -18,7 +18,7 @@ import uuid
 from mercurial import error, pycompat
 from mercurial.i18n import _
 
-from . import config, index, lineage, planner, sandbox
+from . import builds, config, index, planner, sandbox, stores
 
 _b = planner._b
 
@@ -118,12 +118,15 @@ def _targets(planned):
              "key": k} for k in keys]
 
 
-def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, report=None):
+def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, report=None,
+        identity=None):
     """Plan and run ``ctx``.  Returns the exit status (0, or 1 if a task failed).
 
     ``user``: who the run is recorded for (default: the hg user name); ``report``:
     a dict filled with ``run_id``, ``summary`` and ``failed`` (task keys) as they
-    are known."""
+    are known; ``identity``: the ``acl.Identity`` that triggered the run, for
+    ``[luigi] acl`` (default: the account hg runs as; never the hg user name,
+    which is the caller's to set)."""
     force = bool(opts.get("all"))
     names = [config.text(n) for n in opts.get("task") or []]
     workers = opts.get("workers") or settings.workers
@@ -135,10 +138,7 @@ def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, rep
         check_scheduler(scheduler)
     with RunLock(settings.state, settings.lock_timeout), \
             planner.Workspace(ui, repo, ctx, settings) as ws:
-        try:
-            store = lineage.open_store(settings.store, settings.output_root)
-        except lineage.StoreError as e:
-            raise error.Abort(_b(str(e)))
+        store = stores.open_store(settings)
         try:
             planned = planner.make(ui, repo, ctx, settings, ws, force=force, names=names,
                                    store=store)
@@ -147,9 +147,17 @@ def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, rep
                 planner.show(ui, planned, fm)
                 fm.end()
                 return 0
+            if identity is None:
+                from . import acl, trigger as triggers
+
+                identity = acl.Identity(triggers.os_account())
+            from . import access
+
+            access.check_run(ui, repo, ctx, settings, planned.graph, identity, force,
+                             names, store)
             return _execute(ui, repo, ctx, settings, ws, store, planned, force,
                             workers, scheduler, trigger, fm, user,
-                            report if report is not None else {})
+                            report if report is not None else {}, identity)
         finally:
             store.close()
 
@@ -167,7 +175,7 @@ def _changed_since(repo, ctx, todo):
 
 
 def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, scheduler,
-             trigger, fm, user, report):
+             trigger, fm, user, report, identity):
     decisions = _in_scope(planned)
     todo = [d for d in decisions if d.affected]
     run_id = uuid.uuid4().hex
@@ -184,6 +192,7 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
                     scheduler or "local", rows)
     data = dict(_run_data(repo, ctx, settings, planned, decisions, todo, force),
                 tree=ws.path(), run_id=run_id, user=user, trigger=trigger, plan=rows,
+                identity=identity.user,
                 targets=targets, workers=workers, scheduler=scheduler)
 
     fm = fm or ui.formatter(b'luigi-run', {})
@@ -256,14 +265,15 @@ def _run_runner(ui, settings, store, data, logpath, lines, total):
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f)
     secret_fd, secret_env = sandbox.secrets_pipe(os.environ, settings.secret_env)
+    reply_r, reply_w = os.pipe()  # the answers to the runner's requests
+    child_fds = [reply_r] + ([secret_fd] if secret_fd is not None else [])
+    env = dict(secret_env, HGEXT_LUIGI_CONTEXT=ctxpath, HGEXT_LUIGI_REPLY_FD=str(reply_r))
     try:
         with open(logpath, "wb") as log:
             try:
                 proc = subprocess.Popen(
                     [settings.python, "-m", "hgext_luigi.runner"], cwd=data["tree"],
-                    env=index.pipeline_env(settings, dict(secret_env,
-                                                          HGEXT_LUIGI_CONTEXT=ctxpath)),
-                    pass_fds=[secret_fd] if secret_fd is not None else [],
+                    env=index.pipeline_env(settings, env), pass_fds=child_fds,
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
             except OSError as e:
                 store.end_run(data["run_id"], "failed", {},
@@ -271,20 +281,34 @@ def _run_runner(ui, settings, store, data, logpath, lines, total):
                 raise error.Abort(_(b'cannot start %s: %s')
                                   % (pycompat.fsencode(settings.python), _b(e.strerror)))
             finally:
-                if secret_fd is not None:
-                    os.close(secret_fd)  # the child has its copy
-            return _follow(ui, proc, lines, total)
+                for fd in child_fds:
+                    os.close(fd)  # the child has its copies
+            answer = _answerer(builds.Builds(store, settings, data), reply_w)
+            return _follow(ui, proc, lines, total, answer)
     finally:
+        os.close(reply_w)
         try:
             os.unlink(ctxpath)
         except OSError:
             pass
 
 
+def _answerer(recorder, fd):
+    """Answer one request of the runner on the pipe ``fd``."""
+    def answer(ev):
+        data = (json.dumps(recorder.handle(ev)) + "\n").encode("utf-8")
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except OSError:
+            pass  # the runner is gone: its exit status says the rest
+    return answer
+
+
 # the string fields each event the runner sends must carry
 _EVENT_FIELDS = {"start": ("key", "task_id"), "success": ("key", "task_id"),
                  "failure": ("key", "task_id", "error"), "status": ("key", "message"),
-                 "error": ("message",), "done": (), "scheduling": ()}
+                 "error": ("message",), "done": (), "scheduling": (), "request": ("op",)}
 
 
 def parse_event(line):
@@ -309,9 +333,9 @@ def parse_event(line):
     return ev
 
 
-def _follow(ui, proc, lines, total):
-    """Read the runner's events until it exits: a line per task as it finishes.
-    Returns (the final event, the exit status)."""
+def _follow(ui, proc, lines, total, answer):
+    """Read the runner's events until it exits: a line per task as it finishes,
+    a request answered as it comes.  Returns (the final event, the exit status)."""
     final = {}
     prog = ui.makeprogress(_(b'luigi'), unit=_(b'tasks'), total=total)
     try:
@@ -320,7 +344,9 @@ def _follow(ui, proc, lines, total):
             if ev is None:
                 continue  # pipeline code can write here too: never trust a line
             kind = ev["event"]
-            if kind == "start":
+            if kind == "request":
+                answer(ev)
+            elif kind == "start":
                 ui.note(_(b'  started %s\n') % _b(ev["key"]))
                 lines.started(ev)
             elif kind in ("success", "failure"):

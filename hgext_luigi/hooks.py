@@ -101,71 +101,134 @@ def check_pipeline(ui, repo, ctx, settings):
     planner.Matchers(repo, ctx, planner.graph_nodes(graph))
 
 
-def _reject(ui, ctx, e):
+def _reject(ui, q, ctx, who, source, e):
     """Refuse the push.  The details go out as hook output, which reaches the
     pusher whole; the abort itself stays short (over HTTP it travels as a
-    bundle2 parameter, which holds at most 255 bytes)."""
+    bundle2 parameter, which holds at most 255 bytes).  The refusal is an audit
+    record of its own: the push's transaction rolls back, the record stays."""
     ui.warn(_(b'luigi gate: the pipeline at %s (%s) is broken:\n%s\n')
             % (ctx.hex()[:12], ctx.branch(), e.message))
     if e.hint and e.hint not in e.message:
         ui.warn(b'(%s)\n' % e.hint)
+    q.record_decision("push-rejected", {"source": source, "reason": "gate",
+                                        "message": config.text(e.message)},
+                      actor=who, changeset=config.text(ctx.hex()))
     raise error.Abort(_(b'luigi gate rejected the push: the pipeline at %s is broken')
                       % ctx.hex()[:12],
                       hint=_(b'fix it and push again (details above)'))
 
 
+def _check_access(ui, repo, q, settings, ctx, node, identity, force, source):
+    """``[luigi] acl`` for one new head: what its changesets change must be
+    owned by the pusher, as ``[owners]`` said before the push."""
+    from . import access
+
+    unfi = repo.unfiltered()
+    first = unfi[node].rev()
+    with planner_workspace(ui, repo, ctx, settings) as ws:
+        from . import index
+
+        graph = index.load(ui, ctx, settings, ws.path)
+    touched = access.touched_families(repo, ctx, graph, access.push_files(repo, ctx, first))
+    bases = access.push_bases(repo, ctx, first)
+    verdict = access.decide(settings, identity, config.text(ctx.hex()), touched,
+                            access.owners_at(repo, bases, settings), force)
+    q.record_decision("acl", dict(verdict.record(), source=source,
+                                  owners_from=[config.text(b.hex()) for b in bases]),
+                      actor=identity.user, changeset=config.text(ctx.hex()))
+    if verdict.allowed:
+        return
+    if settings.acl == b'warn':
+        ui.note(_(b'luigi acl (warn): %s does not own what %s changes\n')
+                % (_b(identity.user), ctx.hex()[:12]))
+        return
+    ui.warn(_(b'luigi acl: %s may not push %s:\n%s')
+            % (_b(identity.user), ctx.hex()[:12], verdict.message()))
+    q.record_decision("push-rejected", {"source": source, "reason": "acl"},
+                      actor=identity.user, changeset=config.text(ctx.hex()))
+    raise error.Abort(_(b'luigi acl rejected the push: %s does not own what %s changes')
+                      % (_b(identity.user), ctx.hex()[:12]),
+                      hint=_(b'ask an owner (details above); ownership is [owners] in %s '
+                             b'as the server had it') % _b(settings.watches_file))
+
+
+def planner_workspace(ui, repo, ctx, settings):
+    from . import planner
+
+    return planner.Workspace(ui, repo, ctx, settings)
+
+
 def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source=None,
                            url=None, txnid=None, **kwargs):
-    from . import trigger
+    from . import acl, identity, trigger
 
     if node is None or source not in trigger.PUSH_SOURCES:
         return False
     settings = config.Settings.read(ui, repo)
-    gate, mode = settings.gate, settings.on_push
-    if not gate and mode == b'off':
+    gate, mode, enforce = settings.gate, settings.on_push, settings.acl != b'off'
+    if not gate and mode == b'off' and not enforce:
         return False
     heads = trigger.push_heads(repo, node, node_last)
-    if gate:
+    who = trigger.pusher(ui, url)
+    groups = identity.token_groups(who)
+    src = trigger.describe_source(url)
+    q = _queue(settings)
+    try:
         for ctx in heads:
             if not trigger.branch_allowed(ui, ctx.branch()):
                 continue
-            try:
-                check_pipeline(ui, repo, ctx, settings)
-            except error.Abort as e:
-                _reject(ui, ctx, e)
-            ui.note(_(b'luigi gate: pipeline at %s checked\n') % ctx.hex()[:12])
-    if mode == b'off':
-        return False
-    who = trigger.pusher(ui, url)
-    entries = []
-    for ctx in heads:
-        skip, force = trigger.directives(repo, ctx, node)
-        branch = ctx.branch()
-        entry = {"head": ctx.hex().decode("ascii"), "force": force, "pusher": who,
-                 "author": trigger.author(ctx),
-                 "branch": branch.decode("utf-8", "replace"),
-                 "source": trigger.describe_source(url)}
-        if not trigger.branch_allowed(ui, branch):
-            entry.update(state="skipped", summary="branch %s is not built ([luigi] branches)"
-                         % entry["branch"])
-        elif skip:
-            entry.update(state="skipped", summary="[luigi skip] in the commit message")
-        entries.append(entry)
-    q = _queue(settings.queue)
-    try:
+            if gate:
+                try:
+                    check_pipeline(ui, repo, ctx, settings)
+                except error.Abort as e:
+                    _reject(ui, q, ctx, who, src, e)
+                q.record_decision("gate", {"verdict": "ok", "source": src}, actor=who,
+                                  changeset=config.text(ctx.hex()))
+                ui.note(_(b'luigi gate: pipeline at %s checked\n') % ctx.hex()[:12])
+            if enforce:
+                force = trigger.directives(repo, ctx, node)[1]
+                _check_access(ui, repo, q, settings, ctx, node, acl.Identity(who, groups),
+                              force, src)
+        if mode == b'off':
+            return False
+        entries = []
+        for ctx in heads:
+            skip, force = trigger.directives(repo, ctx, node)
+            branch = ctx.branch()
+            entry = {"head": ctx.hex().decode("ascii"), "force": force, "pusher": who,
+                     "author": trigger.author(ctx), "groups": groups,
+                     "branch": branch.decode("utf-8", "replace"), "source": src}
+            if not trigger.branch_allowed(ui, branch):
+                entry.update(state="skipped",
+                             summary="branch %s is not built ([luigi] branches)"
+                             % entry["branch"])
+            elif skip:
+                entry.update(state="skipped", summary="[luigi skip] in the commit message")
+            entries.append(entry)
         q.record(entries, _txn(txnid, node))
     finally:
         q.close()
     return False
 
 
-def _queue(path):
-    from . import pushqueue  # plain sqlite3: cheap enough for every push
+def _queue(settings):
+    from . import stores
 
+    return stores.open_queue(settings)
+
+
+def _record_accepted(ui, repo, settings, node, node_last, url):
+    from . import trigger
+
+    heads = trigger.push_heads(repo, node, node_last)
+    q = _queue(settings)
     try:
-        return pushqueue.open_queue(path)
-    except pushqueue.QueueError as e:
-        raise error.Abort(_b(str(e)))
+        q.record_decision("push-accepted", {
+            "source": trigger.describe_source(url), "entries": [],
+            "heads": [config.text(h.hex()) for h in heads]},
+            actor=trigger.pusher(ui, url), changeset=config.text(heads[-1].hex()))
+    finally:
+        q.close()
 
 
 def _txn(txnid, node):
@@ -173,10 +236,15 @@ def _txn(txnid, node):
 
 
 def txnabort_hook(ui, repo, hooktype, txnid=None, **kwargs):
+    from . import pushqueue
+
     path = config.queue_path(repo)
     if not txnid or not os.path.exists(path):
         return False
-    q = _queue(path)
+    try:
+        q = pushqueue.open_queue(path)  # deletes what was never accepted: no record
+    except pushqueue.QueueError as e:
+        raise error.Abort(_b(str(e)))
     try:
         q.abort(_txn(txnid, b''))
     finally:
@@ -192,8 +260,11 @@ def changegroup_hook(ui, repo, hooktype, node=None, source=None, txnid=None, **k
     settings = config.Settings.read(ui, repo)
     mode = settings.on_push
     if mode == b'off':
+        if settings.gate or settings.acl != b'off':  # decisions were recorded: and this
+            _record_accepted(ui, repo, settings, node, kwargs.get('node_last'),
+                             kwargs.get('url'))
         return False
-    q = _queue(settings.queue)
+    q = _queue(settings)
     try:
         ids = q.confirm(_txn(txnid, node))
         entries = [q.get(i) for i in ids]

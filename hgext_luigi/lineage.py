@@ -21,6 +21,7 @@ import os
 import re
 import time
 
+from . import audit as auditmod
 from . import sqlitedb
 
 SCHEMA_VERSION = 2
@@ -50,7 +51,10 @@ CREATE TABLE IF NOT EXISTS inputs(
     build_id INTEGER NOT NULL, task_id TEXT, key TEXT, changeset TEXT, outputs TEXT);
 CREATE INDEX IF NOT EXISTS inputs_build ON inputs(build_id);
 INSERT OR IGNORE INTO meta(name, value) VALUES ('schema', '%d');
-""" % SCHEMA_VERSION
+""" % SCHEMA_VERSION + auditmod.SCHEMA + """;
+INSERT OR IGNORE INTO meta(name, value)
+    SELECT 'audit_after_build', COALESCE(MAX(id), 0) FROM builds;
+"""
 
 
 class StoreError(Exception):
@@ -122,10 +126,13 @@ class LineageStore:
     """SQLite-backed lineage store (``.hg/luigi/lineage.db``).
 
     ``output_root``: where stamped outputs live (default: ``outputs`` beside the
-    store, the default of ``[luigi] output-root``)."""
+    store, the default of ``[luigi] output-root``).  ``audit``: the
+    :class:`audit.Chain` every write appends its record to, in the same
+    transaction; a store opened without one (the runner's) only reads."""
 
-    def __init__(self, path, output_root=None):
+    def __init__(self, path, output_root=None, audit=None):
         self.path = path
+        self.audit = audit
         if output_root is None:
             output_root = os.path.join(os.path.dirname(os.path.abspath(path)), "outputs")
         self.output_root = os.path.normpath(os.path.abspath(output_root))
@@ -188,6 +195,17 @@ class LineageStore:
     def _tx(self):
         return sqlitedb.transaction(self._db)
 
+    def _record(self, db, kind, data=None, **columns):
+        """Append an audit record inside the open transaction ``db``."""
+        if self.audit is not None:
+            self.audit.append(db, kind, data, **columns)
+
+    def record(self, kind, data=None, **columns):
+        """An audit record of its own (a decision that changes no other state):
+        ``columns`` actor, changeset, task, run_id."""
+        with self._tx() as db:
+            self._record(db, kind, data, **columns)
+
     # -- runs (written by the hg side) ------------------------------------
 
     def interrupt_stale(self, error="interrupted: the run was killed before it finished"):
@@ -196,11 +214,15 @@ class LineageStore:
         no other run can be in progress.  Returns the number of builds marked."""
         now = time.time()
         with self._tx() as db:
+            stale = [r["id"] for r in db.execute("SELECT id FROM builds"
+                                                 " WHERE status = 'running'")]
             db.execute("UPDATE runs SET status = 'interrupted', ended = ? "
                        "WHERE status = 'running'", (now,))
-            cur = db.execute("UPDATE builds SET status = 'failed', error = ?, ended = ? "
-                             "WHERE status = 'running'", (error, now))
-            return cur.rowcount
+            db.execute("UPDATE builds SET status = 'failed', error = ?, ended = ? "
+                       "WHERE status = 'running'", (error, now))
+            for build_id in stale:
+                self._record_build(db, build_id)
+            return len(stale)
 
     def begin_run(self, run_id, rev, user, trigger, scheduler, plan_rows):
         """Record a run and its plan: one row per task with stamp, base, reasons and
@@ -230,6 +252,10 @@ class LineageStore:
                     for r in plan_rows
                 ],
             )
+            self._record(db, "run-started", {
+                "trigger": trigger, "scheduler": scheduler, "tasks": len(plan_rows),
+                "to_build": sum(1 for r in plan_rows if r["affected"])},
+                actor=user, changeset=rev, run_id=run_id)
 
     def end_run(self, run_id, status, outcomes, summary=None):
         """Close a run; ``outcomes`` maps task key -> (outcome, task_id, seconds)."""
@@ -244,6 +270,10 @@ class LineageStore:
                 "UPDATE runs SET ended = ?, status = ?, summary = ? WHERE id = ?",
                 (time.time(), status, summary, run_id),
             )
+            run = db.execute("SELECT rev, user FROM runs WHERE id = ?", (run_id,)).fetchone()
+            self._record(db, "run-ended", {"status": status, "summary": summary},
+                         actor=run["user"] if run else None,
+                         changeset=run["rev"] if run else None, run_id=run_id)
 
     def latest_run(self, rev):
         row = self._db.execute(
@@ -269,15 +299,23 @@ class LineageStore:
     # -- builds (written by the runner) -------------------------------------
 
     def start_build(self, run_id, task_id, key, family, params, changeset, base,
-                    reasons, user, trigger):
+                    reasons, user, trigger, credentials=None):
+        """Record a build as running.  ``credentials``: what was issued to it
+        (role, session name, assumed-role ARN, access key id, expiry; never a
+        secret), recorded with it in lineage and the audit log."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO builds(run_id, task_id, key, family, params, changeset, base,"
-                " reasons, status, started, user, trigger)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                " reasons, status, started, user, trigger, extra)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
                 (run_id, task_id, key, family, json.dumps(params, sort_keys=True),
-                 changeset, base, json.dumps(reasons or []), time.time(), user, trigger),
+                 changeset, base, json.dumps(reasons or []), time.time(), user, trigger,
+                 json.dumps({"credentials": credentials}) if credentials else None),
             )
+            if credentials:
+                self._record(db, "credentials", dict(credentials, build=cur.lastrowid),
+                             actor=user, changeset=changeset, task=key, run_id=run_id)
+            self._record_build(db, cur.lastrowid)
             return cur.lastrowid
 
     def finish_build(self, build_id, status, error=None, traceback=None,
@@ -285,6 +323,12 @@ class LineageStore:
         """Close a build.  ``outputs``: dicts path/size/sha256; ``inputs``: dicts
         task_id/key/changeset/outputs (list of paths)."""
         with self._tx() as db:
+            row = db.execute("SELECT extra FROM builds WHERE id = ?", (build_id,)).fetchone()
+            issued = (_loads(row["extra"], None) or {}).get("credentials") if row else None
+            if extra and "credentials" in extra:  # the hg side's record alone
+                extra = {k: v for k, v in extra.items() if k != "credentials"} or None
+            if issued:
+                extra = dict(extra or {}, credentials=issued)
             db.execute(
                 "UPDATE builds SET status = ?, error = ?, traceback = ?, ended = ?,"
                 " extra = ? WHERE id = ?",
@@ -303,6 +347,16 @@ class LineageStore:
                   json.dumps([self._stored(p) for p in i.get("outputs", [])]))
                  for i in inputs],
             )
+            self._record_build(db, build_id)
+
+    def _record_build(self, db, build_id):
+        """The audit record of a build as it now stands in lineage."""
+        if self.audit is None:
+            return
+        state = build_state(db, build_id)
+        user, run_id = state.pop("user"), state.pop("run_id")
+        self._record(db, "build", state, actor=user, changeset=state["changeset"],
+                     task=state["key"], run_id=run_id)
 
     def has_success(self, task_id, changeset, run_id=None):
         """Whether ``task_id`` was built successfully at ``changeset`` (in ``run_id``
@@ -427,7 +481,27 @@ class LineageStore:
         return d
 
 
-def open_store(path, output_root=None):
+def build_state(db, build_id):
+    """What the audit log records of a build, read from the lineage tables:
+    ``--verify`` compares the two."""
+    b = db.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
+    if b is None:
+        return None
+    outputs = [[o["path"], o["size"], o["sha256"]] for o in db.execute(
+        "SELECT path, size, sha256 FROM outputs WHERE build_id = ? ORDER BY path, rowid",
+        (build_id,))]
+    inputs = [[i["key"], i["changeset"], _loads(i["outputs"], [])] for i in db.execute(
+        "SELECT key, changeset, outputs FROM inputs WHERE build_id = ?"
+        " ORDER BY key, rowid", (build_id,))]
+    return {"build": b["id"], "run_id": b["run_id"], "user": b["user"],
+            "task_id": b["task_id"], "key": b["key"], "family": b["family"],
+            "params": _loads(b["params"], {}), "changeset": b["changeset"],
+            "status": b["status"], "error": b["error"], "trigger": b["trigger"],
+            "outputs": outputs, "inputs": inputs}
+
+
+def open_store(path, output_root=None, audit=None):
     """The lineage store at ``path`` (a SQLite file), recording output paths
-    relative to ``output_root`` (``Settings.output_root``)."""
-    return LineageStore(path, output_root)
+    relative to ``output_root`` (``Settings.output_root``), and its audit
+    records with ``audit`` (an :class:`audit.Chain`; None: read only)."""
+    return LineageStore(path, output_root, audit)

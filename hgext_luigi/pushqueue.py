@@ -1,4 +1,6 @@
-"""The durable queue of push triggers (``.hg/luigi/queue.db``).
+"""The durable queue of push triggers (table ``entries`` of ``.hg/luigi/lineage.db``,
+beside lineage and the audit log; a ``queue.db`` of an older version is
+imported on first open).
 
 Plain Python (``sqlite3``, no Mercurial, no Luigi).  One entry per new head of a
 push.  Life of an entry:
@@ -22,8 +24,11 @@ dropped later when its head never appeared.  Every state change is one short
 ``BEGIN IMMEDIATE`` transaction, so two workers never claim the same entry.
 """
 
+import json
+import os
 import time
 
+from . import audit as auditmod
 from . import sqlitedb
 
 STATES = ("incoming", "pending", "running", "done", "failed", "skipped")
@@ -36,14 +41,14 @@ CREATE TABLE IF NOT EXISTS entries(
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     force INTEGER NOT NULL DEFAULT 0, txnid TEXT,
     owner TEXT, lease_until REAL, run_id TEXT, covered_by INTEGER,
-    summary TEXT, error TEXT);
+    summary TEXT, error TEXT, groups TEXT);
 CREATE INDEX IF NOT EXISTS entries_state ON entries(state, branch);
 CREATE INDEX IF NOT EXISTS entries_txn ON entries(txnid);
-"""
+""" + auditmod.SCHEMA
 
 
 # columns added since the first release: (name, type), added to older queues
-_ADDED_COLUMNS = (("author", "TEXT"),)
+_ADDED_COLUMNS = (("author", "TEXT"), ("groups", "TEXT"))
 
 
 class QueueError(Exception):
@@ -64,15 +69,62 @@ def _add_missing_columns(db):
             db.execute("ALTER TABLE entries ADD COLUMN %s %s" % (name, kind))
 
 
+def _import_legacy(db, path):
+    """Move the entries of ``queue.db`` (where older versions kept the queue)
+    into this database, once; the old file is kept as ``queue.db.imported``."""
+    legacy = os.path.join(os.path.dirname(path), "queue.db")
+    if not os.path.exists(legacy) or os.path.abspath(legacy) == os.path.abspath(path):
+        return
+    db.execute("ATTACH DATABASE ? AS legacy", (legacy,))
+    try:
+        have = {r["name"] for r in db.execute("PRAGMA legacy.table_info(entries)")}
+        cols = [r["name"] for r in db.execute("PRAGMA main.table_info(entries)")
+                if r["name"] in have]
+        with sqlitedb.transaction(db):
+            if cols and db.execute("SELECT COUNT(*) FROM main.entries").fetchone()[0] == 0:
+                db.execute("INSERT INTO main.entries(%s) SELECT %s FROM legacy.entries"
+                           % (", ".join(cols), ", ".join(cols)))
+    finally:
+        db.execute("DETACH DATABASE legacy")
+    os.replace(legacy, legacy + ".imported")
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(legacy + suffix):
+            os.unlink(legacy + suffix)
+
+
 class Queue:
-    def __init__(self, path):
+    """``audit``: the :class:`audit.Chain` each state change appends its record
+    to, in its own transaction (None: no records)."""
+
+    def __init__(self, path, audit=None):
         self.path = path
+        self.audit = audit
         try:
             # synchronous FULL: an acknowledged trigger survives a power loss
             self._db = sqlitedb.connect(path, _SCHEMA, synchronous="FULL")
             _add_missing_columns(self._db)
-        except sqlitedb.Error as e:
+            _import_legacy(self._db, path)
+        except (sqlitedb.Error, OSError) as e:
             raise QueueError("cannot open queue %s: %s" % (path, e))
+
+    def _record(self, db, kind, data, entry=None, **columns):
+        if self.audit is None:
+            return
+        if entry is not None:
+            columns.setdefault("actor", entry["pusher"])
+            columns.setdefault("changeset", entry["head"])
+            columns.setdefault("run_id", entry["run_id"])
+            data = dict(data, entry=entry["id"])
+        self.audit.append(db, kind, data, **columns)
+
+    def record_decision(self, kind, data, **columns):
+        """An audit record of its own: a push refused, a gate or ACL verdict."""
+        with self._tx() as db:
+            self._record(db, kind, data, **columns)
+
+    def _row(self, db, entry_id):
+        row = db.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
+        return dict(row) if row else None
 
     def close(self):
         self._db.close()
@@ -84,19 +136,21 @@ class Queue:
 
     def record(self, entries, txnid):
         """Record the heads of a push still in its transaction.  ``entries``: dicts
-        with head, branch, pusher, author (the head's committer), source, force
-        and optionally state ('skipped') and summary.  Returns their ids."""
+        with head, branch, pusher, author (the head's committer), source, force,
+        groups (the pusher's token groups, for the worker's access check) and
+        optionally state ('skipped') and summary.  Returns their ids."""
         now = time.time()
         ids = []
         with self._tx() as db:
             for e in entries:
                 cur = db.execute(
                     "INSERT INTO entries(head, branch, pusher, author, source, created,"
-                    " updated, state, force, txnid, summary)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " updated, state, force, txnid, summary, groups)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (e["head"], e.get("branch"), e.get("pusher"), e.get("author"),
                      e.get("source"), now, now, e.get("state", "incoming"),
-                     int(bool(e.get("force"))), txnid, e.get("summary")))
+                     int(bool(e.get("force"))), txnid, e.get("summary"),
+                     json.dumps(list(e.get("groups") or ()))))
                 ids.append(cur.lastrowid)
         return ids
 
@@ -105,8 +159,15 @@ class Queue:
         with self._tx() as db:
             db.execute("UPDATE entries SET state = 'pending', updated = ? "
                        "WHERE txnid = ? AND state = 'incoming'", (time.time(), txnid))
-            return [r["id"] for r in db.execute(
-                "SELECT id FROM entries WHERE txnid = ? ORDER BY id", (txnid,))]
+            rows = [dict(r) for r in db.execute(
+                "SELECT * FROM entries WHERE txnid = ? ORDER BY id", (txnid,))]
+            if rows:
+                self._record(db, "push-accepted", {
+                    "source": rows[0]["source"], "entries": [r["id"] for r in rows],
+                    "heads": [r["head"] for r in rows],
+                    "states": [r["state"] for r in rows]},
+                    actor=rows[0]["pusher"], changeset=rows[-1]["head"])
+            return [r["id"] for r in rows]
 
     def abort(self, txnid):
         """The push's transaction rolled back: forget its entries."""
@@ -162,7 +223,10 @@ class Queue:
             db.execute("UPDATE entries SET state = 'running', owner = ?, lease_until = ?,"
                        " attempts = attempts + 1, updated = ? WHERE id = ?",
                        (owner, now + lease, now, row["id"]))
-            return self.get(row["id"])
+            entry = self._row(db, row["id"])
+            self._record(db, "queue-taken", {"worker": owner, "attempt": entry["attempts"]},
+                         entry)
+            return entry
 
     def same_branch_pending(self, entry):
         """The other pending entries of ``entry``'s branch, oldest first."""
@@ -222,6 +286,9 @@ class Queue:
                 (state, summary, error, run_id, now, entry_id, owner))
             if cur.rowcount != 1:
                 return False
+            self._record(db, "queue-finished", {"state": state, "summary": summary,
+                                                "error": error},
+                         self._row(db, entry_id))
             db.execute(
                 "UPDATE entries SET state = ?, summary = ?, error = ?, run_id ="
                 " COALESCE(?, run_id), owner = NULL, lease_until = NULL, updated = ?"
@@ -239,8 +306,9 @@ class Queue:
             db.execute("UPDATE entries SET covered_by = NULL WHERE covered_by = ? AND"
                        " state = 'pending'", (entry_id,))
 
-    def retry(self, entry_id):
-        """Requeue a failed entry.  Returns the entry, or raises QueueError."""
+    def retry(self, entry_id, actor=None):
+        """Requeue a failed entry for ``actor``.  Returns the entry, or raises
+        QueueError."""
         with self._tx() as db:
             row = db.execute("SELECT state FROM entries WHERE id = ?", (entry_id,)).fetchone()
             if row is None:
@@ -249,6 +317,8 @@ class Queue:
                 raise QueueError("queue entry %d is %s, not failed" % (entry_id, row["state"]))
             db.execute("UPDATE entries SET state = 'pending', attempts = 0, error = NULL,"
                        " covered_by = NULL, updated = ? WHERE id = ?", (time.time(), entry_id))
+            self._record(db, "queue-retry", {"pusher": self._row(db, entry_id)["pusher"]},
+                         self._row(db, entry_id), actor=actor)
         return self.get(entry_id)
 
     # -- reading ------------------------------------------------------------------
@@ -273,5 +343,5 @@ class Queue:
             "SELECT state, COUNT(*) AS n FROM entries GROUP BY state")}
 
 
-def open_queue(path):
-    return Queue(path)
+def open_queue(path, audit=None):
+    return Queue(path, audit)

@@ -5,9 +5,12 @@ context file and the current directory set to the tree materialized at the
 revision.  Pipeline code therefore runs as of that changeset, in a process of its
 own: it cannot crash or hang hg.
 
-Every task build is recorded in the lineage store from Luigi's event handlers
-(which, with several workers, fire in the forked worker that ran the task), and
-reported to hg as one JSON line per event on the original standard output.
+Every task build is reported from Luigi's event handlers (which, with several
+workers, fire in the forked worker that ran the task) to the hg process as one
+JSON line per event on the original standard output.  The hg process records
+builds in lineage and the audit log and issues per-task credentials on request
+(``context.request``): this process, which runs pushed code, holds no audit
+key and no long-lived credential, and only reads the lineage store.
 """
 
 import logging
@@ -92,8 +95,33 @@ def _report_errors(cls, report):
         setattr(cls, name, wrapped)
 
 
+class NotStarted(RuntimeError):
+    """The hg side did not record the build or issue its credentials (an STS
+    error, a refusal): the task fails before any of its code runs."""
+
+
+def _refuse_unrecorded(cls):
+    """Wrap ``cls.run`` so that a task whose start the hg side refused fails with
+    the reason, before its own ``run()`` (Luigi ignores exceptions of event
+    handlers, which is where the start is asked for)."""
+    owner = next(k for k in cls.__mro__ if "run" in k.__dict__)  # luigi.Task at worst
+    run = owner.__dict__["run"]
+    if run is None or getattr(run, "_hgluigi_refuses", False):
+        return  # run = None: an ExternalTask, which Luigi never runs
+
+    def wrapped(self, *args, **kwargs):
+        refused = self.__dict__.pop("_hgluigi_refused", None)
+        if refused is not None:
+            raise NotStarted(refused)
+        return run(self, *args, **kwargs)
+
+    wrapped._hgluigi_refuses = True
+    wrapped.__wrapped__ = run
+    owner.run = wrapped
+
+
 def main():
-    from . import context
+    from . import context, credentials
 
     ctx = context.current()
     if ctx is None:
@@ -158,13 +186,13 @@ def main():
         cls.output = _rooted_outputs(cls.output, data.get("plain_output_root"))
 
     def start_build(task):
+        """Ask the hg side to record the build (it alone writes lineage and the
+        audit log) and to issue the task's credentials, if its family has a role."""
         key = task_key(task)
-        row = ctx.plan.get(key, {})
-        build = store.start_build(
-            ctx.run_id, task.task_id, key, task.get_task_family(), str_params(task),
-            changeset_of(task, key), row.get("base"), row.get("reasons"),
-            ctx.user, ctx.trigger)
-        return key, build
+        answer = context.request(op="start-build", task_id=task.task_id, key=key,
+                                 family=task.get_task_family(), params=str_params(task),
+                                 changeset=changeset_of(task, key))
+        return key, answer
 
     runner_pid = os.getpid()
 
@@ -172,24 +200,41 @@ def main():
     def on_start(task):
         if os.getpid() != runner_pid:
             _die_with_parent()  # a forked task process: PDEATHSIG is not inherited
-        key, build = start_build(task)
-        task._hgluigi = (key, build, time.time())
+        try:
+            key, answer = start_build(task)
+        except context.RequestError as e:  # the task's run() raises it
+            task._hgluigi_refused = str(e)
+            return
+        if answer.get("refused"):  # no credentials: run() fails with the reason
+            task._hgluigi_refused = answer["refused"]
+        credentials.activate(answer.get("credentials"))
+        task._hgluigi = (key, answer["build"], time.time())
         emit(event="start", key=key, task_id=task.task_id)
+
+    def finish_build(task, build, status, **fields):
+        credentials.deactivate()  # gone when the task ends
+        try:
+            context.request(op="finish-build", build=build, status=status, **fields)
+        except context.RequestError as e:
+            logging.getLogger("hgext_luigi").error("build %s not recorded: %s", build, e)
 
     @luigi.Task.event_handler(luigi.Event.SUCCESS)
     def on_success(task):
-        key, build, started = getattr(task, "_hgluigi", None) or (start_build(task) + (time.time(),))
+        info = getattr(task, "_hgluigi", None)
+        if info is None:
+            return fail(task, "%s: not recorded" % task.task_id)
+        key, build, started = info
         seconds = time.time() - started
         outputs, missing = output_digests(task)
         extra = recorded_extra(task)
         if missing:
             error = "finished without writing its output %s" % missing[0]
-            store.finish_build(build, "failed", error=error, outputs=outputs, extra=extra)
+            finish_build(task, build, "failed", error=error, outputs=outputs, extra=extra)
             emit(event="failure", key=key, task_id=task.task_id, error=error, seconds=seconds)
             return
         inputs = [input_record(dep) for dep in flatten(task.requires())
                   if not isinstance(dep, luigi.Config)]
-        store.finish_build(build, "success", outputs=outputs, inputs=inputs, extra=extra)
+        finish_build(task, build, "success", outputs=outputs, inputs=inputs, extra=extra)
         emit(event="success", key=key, task_id=task.task_id, seconds=seconds)
 
     def input_record(dep):
@@ -210,13 +255,19 @@ def main():
     def fail(task, error, tb=None):
         info = getattr(task, "_hgluigi", None)
         if info is None:
-            key, build = start_build(task)
-            started = time.time()
-        else:
-            key, build, started = info
+            try:
+                key, answer = start_build(task)
+            except context.RequestError as e:
+                key = task_key(task)
+                emit(event="failure", key=key, task_id=task.task_id,
+                     error="%s (%s)" % (error, e), seconds=0.0)
+                return
+            info = (key, answer["build"], time.time())
+        key, build, started = info
+        task._hgluigi = None
         seconds = time.time() - started
-        store.finish_build(build, "failed", error=error, traceback=tb,
-                           extra=recorded_extra(task))
+        finish_build(task, build, "failed", error=error, traceback=tb,
+                     extra=recorded_extra(task))
         emit(event="failure", key=key, task_id=task.task_id, error=error, seconds=seconds)
 
     @luigi.Task.event_handler(luigi.Event.FAILURE)
@@ -245,6 +296,7 @@ def main():
     broken = set()
     for family in data.get("families", []):
         _report_errors(registry.get_task_cls(family), fail_broken)
+        _refuse_unrecorded(registry.get_task_cls(family))
     _report_errors(HgTask, fail_broken)
 
     targets = []

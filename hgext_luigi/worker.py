@@ -8,6 +8,7 @@ one branch whose heads are ancestors of a newer pending head are built once, at
 the newest head, and recorded as covered by it.
 """
 
+import json
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ import uuid
 from mercurial import error, hg
 from mercurial.i18n import _
 
-from . import config, dispatch, pushqueue
+from . import config, dispatch, pushqueue, stores
 
 _b = config.local
 
@@ -28,10 +29,7 @@ def owner_id():
 
 
 def open_queue(settings):
-    try:
-        return pushqueue.open_queue(settings.queue)
-    except pushqueue.QueueError as e:
-        raise error.Abort(_b(str(e)))
+    return stores.open_queue(settings)
 
 
 class Heartbeat(threading.Thread):
@@ -110,7 +108,7 @@ def process(ui, repo, settings, q, entry, owner, workers=None):
                               % _b(entry["head"][:12]))
         opts = {"all": force, "workers": workers}
         rc = dispatch.run(ui, repo, ctx, settings, opts, trigger="push",
-                          user=entry["pusher"], report=report)
+                          user=entry["pusher"], report=report, identity=_identity(entry))
         if rc == 0:
             state = "done"
         else:
@@ -133,6 +131,17 @@ def process(ui, repo, settings, q, entry, owner, workers=None):
         ui.warn(_(b'luigi: queue entry %d was taken over by another worker (lease of %ds '
                   b'expired)\n') % (entry["id"], settings.lease))
     return state
+
+
+def _identity(entry):
+    """Who pushed the entry, with the groups their token had at the push."""
+    from . import acl
+
+    try:
+        groups = json.loads(entry.get("groups") or "[]")
+    except ValueError:
+        groups = []
+    return acl.Identity(entry["pusher"], tuple(g for g in groups if isinstance(g, str)))
 
 
 def _failure(report):

@@ -1,0 +1,130 @@
+"""The hg side of a run's builds: what the runner asks for (hg side).
+
+The runner process runs pushed code, so it writes nothing that proves anything:
+it asks (``context.request``) and this process records.  ``start-build``
+records a build in lineage and the audit log, after issuing the task's
+credentials when ``[luigi.roles]`` names a role for its family;
+``finish-build`` closes it.  Each request is checked first: a build id must be
+one this run started and not yet finished, the changeset the one planned.
+"""
+
+import re
+
+from . import credentials
+
+_HEX40 = re.compile(r"[0-9a-f]{40}\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+class Refused(ValueError):
+    pass
+
+
+def _str(ev, name, optional=False):
+    value = ev.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise Refused("%s is not a string" % name)
+    return value
+
+
+def _outputs(value):
+    if not isinstance(value, list):
+        raise Refused("outputs is not a list")
+    for o in value:
+        if not (isinstance(o, dict) and isinstance(o.get("path"), str)
+                and isinstance(o.get("size"), int) and isinstance(o.get("sha256"), str)
+                and _HEX64.match(o["sha256"])):
+            raise Refused("an output is not {path, size, sha256}")
+    return value
+
+
+def _inputs(value):
+    if not isinstance(value, list):
+        raise Refused("inputs is not a list")
+    for i in value:
+        if not (isinstance(i, dict) and all(isinstance(i.get(f), (str, type(None)))
+                                            for f in ("task_id", "key", "changeset"))
+                and isinstance(i.get("outputs", []), list)
+                and all(isinstance(p, str) for p in i.get("outputs", []))):
+            raise Refused("an input is not {task_id, key, changeset, outputs}")
+    return value
+
+
+class Builds:
+    """Answers the requests of one run's runner.  ``data``: the run's context
+    (run id, revision, stamps, user, trigger, and ``identity``: who triggered
+    the run as access control knows them, the credentials' SourceIdentity)."""
+
+    def __init__(self, store, settings, data):
+        self.store, self.settings, self.data = store, settings, data
+        self.open = set()  # builds started by this run and not finished
+        self._issuer = None
+
+    def handle(self, ev):
+        """The answer to one request event (a dict; ``error`` when refused)."""
+        try:
+            if ev.get("op") == "start-build":
+                return self.start(ev)
+            if ev.get("op") == "finish-build":
+                return self.finish(ev)
+            raise Refused("unknown request %r" % ev.get("op"))
+        except Refused as e:
+            return {"error": "refused: %s" % e}
+
+    def _planned(self, key):
+        return self.data["stamps"].get(key, self.data["rev"])
+
+    def start(self, ev):
+        key, family = _str(ev, "key"), _str(ev, "family")
+        task_id, changeset = _str(ev, "task_id"), _str(ev, "changeset")
+        params = ev.get("params")
+        if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+            raise Refused("params is not a mapping of strings")
+        if not _HEX40.match(changeset) or changeset != self._planned(key):
+            raise Refused("%s: changeset %s is not the one planned (%s)"
+                          % (key, changeset[:40], self._planned(key)))
+        row = next((r for r in self.data["plan"] if r["key"] == key), {})
+        issued, secret, refused = self._credentials(family, changeset, key)
+        build = self.store.start_build(
+            self.data["run_id"], task_id, key, family, params, changeset, row.get("base"),
+            row.get("reasons"), self.data["user"], self.data["trigger"], credentials=issued)
+        self.open.add(build)
+        if refused:
+            return {"build": build, "refused": refused}
+        return {"build": build, "credentials": secret}
+
+    def _credentials(self, family, changeset, key):
+        """(record, secret, refusal) for a build of ``family``."""
+        role = credentials.role_for(self.settings.roles, family)
+        if role is None:
+            return None, None, None
+        if self._issuer is None:
+            s = self.settings
+            self._issuer = credentials.Issuer(s.aws_region, s.aws_endpoint_url,
+                                              s.aws_profile, s.credential_duration)
+        try:
+            record, secret = self._issuer.issue(role, family, changeset, key,
+                                                self.data["run_id"], self.data["trigger"],
+                                                self.data["identity"])
+        except credentials.CredentialError as e:
+            return {"role": role, "error": str(e)}, None, str(e)
+        return record, secret, None
+
+    def finish(self, ev):
+        build = ev.get("build")
+        if not isinstance(build, int) or build not in self.open:
+            raise Refused("build %r is not one this run has open" % (build,))
+        status = ev.get("status")
+        if status not in ("success", "failed"):
+            raise Refused("status %r" % (status,))
+        extra = ev.get("extra")
+        if extra is not None and not isinstance(extra, dict):
+            raise Refused("extra is not a mapping")
+        self.store.finish_build(build, status, error=_str(ev, "error", True),
+                                traceback=_str(ev, "traceback", True),
+                                outputs=_outputs(ev.get("outputs", [])),
+                                inputs=_inputs(ev.get("inputs", [])), extra=extra)
+        self.open.discard(build)
+        return {"ok": True}

@@ -1,0 +1,202 @@
+"""``[luigi] acl``: who may push, run and rebuild which task.
+
+Ownership is ``.hgluigi [owners]`` as the server had it before the push; the
+groups are the server's ``[luigi.groups]`` and the groups claim of an OIDC
+token.  Pushes by path and over HTTP (``hgext_luigi.wsgi`` with a real token)."""
+
+import subprocess
+
+import pytest
+
+from conftest import make_server_repo, seeded_clone
+from oidcserver import App, Provider
+
+OWNERS = """[owners]
+CleanSales = @sales
+SalesReport = bob
+* = @platform
+"""
+
+
+def account():
+    return subprocess.run(["id", "-un"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def tip(repo):
+    return repo("log", "-r", "tip", "-T", "{node}").stdout
+
+
+@pytest.fixture
+def owned(hg, tmp_path):
+    """A server holding the example pipeline and its owners, then ``acl =
+    enforce``; a clone to push from."""
+    server = make_server_repo(hg, str(tmp_path / "server"), "acl = warn\n")
+    work = seeded_clone(hg, server, str(tmp_path / "work"))
+    work.write(".hgluigi", OWNERS)
+    work.commit("owners")
+    work("push", server.path)
+    server.config("[luigi]\nacl = enforce\n")
+    return server, work
+
+
+def audit(repo, kind):
+    return [r for r in repo.json("luigi-audit") if r["kind"] == kind]
+
+
+def test_a_non_owner_push_is_rejected_naming_task_owners_and_paths(owned):
+    server, work = owned
+    before = tip(server)
+    work.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,1.00\n", "a")
+    work.commit("north")
+    out = work("push", server.path, check=False)
+    assert out.returncode != 0
+    err = out.stdout + out.stderr
+    assert "luigi acl rejected the push: %s does not own what" % account() in err
+    assert "CleanSales: CleanSales is owned by @sales; %s is not one of them" % account() in err
+    assert "changed: data/raw/sales-north.csv" in err
+    assert tip(server) == before  # the repository is unchanged
+    # the refusal is on the record, although the push's transaction rolled back
+    rejected = audit(server, "push-rejected")
+    assert rejected and rejected[-1]["actor"] == account()
+    decision = audit(server, "acl")[-1]["data"]
+    assert decision["allowed"] is False and decision["denied"][0]["task"] == "CleanSales"
+
+
+def test_an_owner_push_is_accepted(owned):
+    server, work = owned
+    server.config("[luigi.groups]\nsales = someone, %s\n" % account())
+    work.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,1.00\n", "a")
+    node = work.commit("north")
+    work("push", server.path)
+    assert tip(server) == node
+    assert audit(server, "acl")[-1]["data"]["allowed"] is True
+
+
+def test_a_push_cannot_grant_itself_ownership(owned):
+    server, work = owned
+    before = tip(server)
+    work.write(".hgluigi", OWNERS.replace("@sales", "@sales %s" % account()))
+    work.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,1.00\n", "a")
+    work.commit("make me an owner, and change north")
+    out = work("push", server.path, check=False)
+    assert out.returncode != 0 and "does not own" in out.stdout + out.stderr
+    assert tip(server) == before
+    # even split in two changesets of one push: owners come from before the push
+    work("strip", "-r", ".", "--config", "extensions.strip=")
+    work.write(".hgluigi", OWNERS.replace("@sales", "@sales %s" % account()))
+    work.commit("make me an owner")
+    work.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,1.00\n", "a")
+    work.commit("change north")
+    out = work("push", server.path, check=False)
+    assert out.returncode != 0 and "CleanSales is owned by @sales;" in out.stdout + out.stderr
+
+
+def test_server_deny_rules_come_first(owned):
+    server, work = owned
+    server.config("[luigi.groups]\nsales = %s\n[luigi.acl.deny]\nClean* = %s\n"
+                  % (account(), account()))
+    work.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,1.00\n", "a")
+    work.commit("north")
+    out = work("push", server.path, check=False)
+    assert out.returncode != 0
+    assert "is denied Clean* by the server's [luigi.acl.deny]" in out.stdout + out.stderr
+
+
+def test_rebuild_all_needs_allow_force(owned):
+    server, work = owned
+    server.config("[luigi.groups]\nplatform = %s\n" % account())
+    work.write("README", "not watched\n")
+    work.commit("readme [luigi all]")
+    out = work("push", server.path, check=False)
+    assert out.returncode != 0
+    assert "[luigi all] / --all: %s may not rebuild every task" % account() in out.stderr
+    server.config("[luigi.acl]\nallow-force = @platform\n")
+    work("push", server.path)
+
+
+def test_warn_records_and_lets_through(owned):
+    server, work = owned
+    server.config("[luigi]\nacl = warn\n")
+    work.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,1.00\n", "a")
+    node = work.commit("north")
+    work("push", server.path)
+    assert tip(server) == node
+    decision = audit(server, "acl")[-1]
+    assert decision["data"]["mode"] == "warn" and decision["data"]["allowed"] is False
+
+
+def test_no_owners_before_means_nobody_owns(hg, tmp_path):
+    server = make_server_repo(hg, str(tmp_path / "server"), "acl = enforce\n")
+    work = seeded_clone(hg, server, str(tmp_path / "work"))
+    out = work("push", server.path, check=False)
+    assert out.returncode != 0
+    assert "the revision has no [owners] section in .hgluigi" in out.stdout + out.stderr
+
+
+def test_luigi_run_refuses_what_the_account_does_not_own(owned):
+    server, work = owned
+    server.config("[luigi]\nacl = warn\n")  # let the change in
+    work.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,1.00\n", "a")
+    work.commit("north")
+    work("push", server.path)
+    server.config("[luigi]\nacl = enforce\n")
+    out = server("luigi-run", "-r", "tip", check=False)
+    assert out.returncode == 255
+    assert "abort: luigi acl: %s does not own what" % account() in out.stderr
+    assert "CleanSales: CleanSales is owned by @sales" in out.stderr
+    assert [r for r in audit(server, "build")] == []  # nothing was built
+    server.config("[luigi.groups]\nsales = %s\n" % account())
+    server("luigi-run", "-r", "tip")
+
+
+# -- over HTTP, with the identity provider's groups ---------------------------
+
+@pytest.fixture(scope="module")
+def idp():
+    provider = Provider()
+    yield provider
+    provider.stop()
+
+
+def test_http_push_uses_the_token_groups(owned, idp, hg):
+    server, work = owned
+    server.config("[luigi.oidc]\nissuer = %s\naudience = hg-test\n" % idp.url)
+    app = App(hg, server)
+    try:
+        work.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,1.00\n", "a")
+        node = work.commit("north")
+        no_group = idp.token(preferred_username="carol")
+        out = work("push", app.with_token(no_group), check=False)
+        assert out.returncode != 0
+        assert "carol does not own" in out.stdout + out.stderr
+        assert tip(server) != node
+        sales = idp.token(preferred_username="dave", groups=["sales"])
+        work("push", app.with_token(sales))
+        assert tip(server) == node
+        decision = audit(server, "acl")[-1]
+        assert decision["actor"] == "dave" and decision["data"]["groups"] == ["sales"]
+    finally:
+        app.stop()
+
+
+def test_the_worker_checks_again_with_the_groups_of_the_push(owned, idp, hg):
+    server, work = owned
+    server.config("[luigi]\non-push = queue\n[luigi.oidc]\nissuer = %s\naudience = hg-test\n"
+                  % idp.url)
+    app = App(hg, server)
+    try:
+        work.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,1.00\n", "a")
+        work.commit("north")
+        work("push", app.with_token(idp.token(preferred_username="dave", groups=["sales"])))
+    finally:
+        app.stop()
+    entry = server.json("luigi-queue")[-1]
+    assert entry["pusher"] == "dave"
+    out = server("luigi-worker", "--once")
+    assert "1 queue entries processed, 0 failed" in out.stdout
+    builds = [r for r in audit(server, "build") if r["data"]["status"] == "success"]
+    assert builds and all(r["actor"] == "dave" for r in builds)
+    taken = audit(server, "queue-taken")
+    assert taken and taken[-1]["data"]["entry"] == entry["id"]
+    assert audit(server, "queue-finished")[-1]["data"]["state"] == "done"

@@ -1,0 +1,196 @@
+"""Per-task short-lived credentials: ``[luigi.roles]`` and STS ``AssumeRole``.
+
+Against a real ``moto_server``: the hg process assumes the role with the
+server's own credentials, the task sees only the assumed role's, fresh for each
+build, and lineage and the audit log record everything about them but the
+secret parts.
+"""
+
+import http.server
+import json
+import os
+import threading
+
+import pytest
+
+from conftest import Repo, make_server_repo
+
+ROLE = "arn:aws:iam::123456789012:role/who-role"
+# the server's own long-lived credentials: never in a pipeline, a file or output
+SERVER_KEY = "AKIACANARYSERVER0001"
+SERVER_SECRET = "canary-server-secret-7d1e0b9a"
+
+FLOWS = '''
+import hashlib
+import json
+import os
+
+import luigi
+
+from hgext_luigi import HgTask
+
+DUMP = %(dump)r
+
+
+def aws_env():
+    return {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+
+
+class Who(HgTask):
+    name = luigi.Parameter()
+    watches = ["data/{name}.txt"]
+
+    def output(self):
+        return self.stamped_target("who-%%s.json" %% self.name)
+
+    def run(self):
+        import boto3
+
+        env = aws_env()
+        me = boto3.client("sts").get_caller_identity()
+        # the secret parts go to the test by a side door, to look for them later
+        with open(os.path.join(DUMP, self.name + ".json"), "w") as f:
+            json.dump({"secret": env.get("AWS_SECRET_ACCESS_KEY"),
+                       "token": env.get("AWS_SESSION_TOKEN")}, f)
+        with self.output().open("w") as f:
+            json.dump({"arn": me["Arn"], "key": env.get("AWS_ACCESS_KEY_ID"),
+                       "names": sorted(env)}, f)
+
+
+class Both(HgTask):
+    watches = ["data/both.txt"]
+
+    def requires(self):
+        return [Who(name="a"), Who(name="b")]
+
+    def output(self):
+        return self.stamped_target("both.json")
+
+    def run(self):
+        with self.output().open("w") as f:
+            json.dump({"names": sorted(aws_env())}, f)
+'''
+
+
+@pytest.fixture
+def roles_repo(hg, tmp_path, moto):
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    server = make_server_repo(hg, str(tmp_path / "server"), "")
+    hg("clone", "-q", server.path, str(tmp_path / "work"))
+    work = Repo(hg, str(tmp_path / "work"))
+    work.write("flows/__init__.py", FLOWS % {"dump": str(dump)})
+    for name in ("a", "b", "both"):
+        work.write("data/%s.txt" % name, name + "\n")
+    work.commit("flows")
+    work("push", server.path)
+    server.config("module = flows\naws-endpoint-url = %s\naws-region = us-east-1\n"
+                  "[luigi.roles]\nWho = %s\n" % (moto.url, ROLE))
+    server.env = dict(AWS_ACCESS_KEY_ID=SERVER_KEY, AWS_SECRET_ACCESS_KEY=SERVER_SECRET,
+                      AWS_EC2_METADATA_DISABLED="true")
+    server.dump = str(dump)
+    return server
+
+
+def run(server, *args, check=True):
+    return server("luigi-run", "-r", "tip", *args, env=server.env, check=check)
+
+
+def outputs(server, name):
+    rev = server("log", "-r", "tip", "-T", "{node}").stdout
+    with open(os.path.join(server.state, "outputs", rev, name)) as f:
+        return json.load(f)
+
+
+def everything_written(server, proc):
+    """Every byte a user or an attacker could read afterwards: hg's output, the
+    server repository's files (lineage, audit, logs, outputs, trees)."""
+    chunks = [proc.stdout, proc.stderr]
+    for top, _dirs, files in os.walk(server.path):
+        for name in files:
+            with open(os.path.join(top, name), "rb") as f:
+                chunks.append(f.read().decode("latin-1"))
+    return "\n".join(chunks)
+
+
+def test_each_build_gets_its_own_session_of_the_role(roles_repo):
+    server = roles_repo
+    proc = run(server)
+    rev = server("log", "-r", "tip", "-T", "{node}").stdout
+    a, b = outputs(server, "who-a.json"), outputs(server, "who-b.json")
+    session = "Who-%s" % rev[:12]
+    assert a["arn"] == "arn:aws:sts::123456789012:assumed-role/who-role/%s" % session
+    assert b["arn"] == a["arn"]
+    # fresh credentials per build: two tasks of one run never share a key
+    assert a["key"].startswith("ASIA") and b["key"].startswith("ASIA")
+    assert a["key"] != b["key"]
+    # the task that has no role sees no credential at all: the previous task's
+    # are gone, the server's never came
+    assert outputs(server, "both.json")["names"] == []
+    # lineage: role, session, assumed role, key id and expiry; no secret
+    builds = {b["key"]: b for b in server.json("luigi-lineage", "tip")}
+    issued = builds["Who(name=a)"]["extra"]["credentials"]
+    assert issued["role"] == ROLE and issued["session"] == session
+    assert issued["assumed_role"] == a["arn"] and issued["access_key_id"] == a["key"]
+    assert issued["expires"] and issued["source_identity"]
+    assert "credentials" not in (builds["Both()"]["extra"] or {})
+    # the audit log has one credentials record per build of Who
+    audit = [r for r in server.json("luigi-audit") if r["kind"] == "credentials"]
+    assert sorted(r["data"]["access_key_id"] for r in audit) == sorted([a["key"], b["key"]])
+    # nothing secret anywhere: not the server's, not a session's
+    text = everything_written(server, proc)
+    assert SERVER_KEY not in text and SERVER_SECRET not in text
+    for name in ("a", "b"):
+        with open(os.path.join(server.dump, name + ".json")) as f:
+            secrets = json.load(f)
+        assert secrets["token"] and secrets["secret"]
+        assert secrets["token"] not in text and secrets["secret"] not in text
+
+
+def test_a_rebuild_gets_a_new_session(roles_repo):
+    server = roles_repo
+    run(server)
+    first = outputs(server, "who-a.json")["key"]
+    run(server, "--all")
+    assert outputs(server, "who-a.json")["key"] != first
+
+
+class DenyingSTS(http.server.BaseHTTPRequestHandler):
+    """STS as it answers a server identity the role's trust policy refuses."""
+
+    BODY = (b'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+            b'<Type>Sender</Type><Code>AccessDenied</Code><Message>User: arn:aws:iam::'
+            b'123456789012:user/server is not authorized to perform: sts:AssumeRole on '
+            b'resource: arn:aws:iam::123456789012:role/who-role</Message></Error>'
+            b'<RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ErrorResponse>')
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(403)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(self.BODY)))
+        self.end_headers()
+        self.wfile.write(self.BODY)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_role_that_cannot_be_assumed_fails_the_task_before_its_code(roles_repo):
+    server = roles_repo
+    sts = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DenyingSTS)
+    threading.Thread(target=sts.serve_forever, daemon=True).start()
+    try:
+        server.config("[luigi]\naws-endpoint-url = http://127.0.0.1:%d\n"
+                      % sts.server_address[1])
+        proc = run(server, check=False)
+    finally:
+        sts.shutdown()
+    assert proc.returncode == 1
+    assert "AccessDenied" in proc.stdout and "not authorized to perform" in proc.stdout
+    assert os.listdir(server.dump) == []  # no line of Who.run ran
+    builds = {b["key"]: b for b in server.json("luigi-lineage", "tip")}
+    assert builds["Who(name=a)"]["status"] == "failed"
+    assert "AccessDenied" in builds["Who(name=a)"]["error"]
+    denied = [r for r in server.json("luigi-audit") if r["kind"] == "credentials"]
+    assert denied and all("AccessDenied" in r["data"]["error"] for r in denied)

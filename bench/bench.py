@@ -10,6 +10,14 @@
    ``--files`` files: the incremental update must cost in proportion to what
    changed, not to the size of the repository.
 
+4. A 3-task ``AnsiblePlaybookTask`` run versus ``ansible-playbook`` by hand.
+5. The audit log: recording builds with the keyed chain versus without audit
+   records (overhead per task build), and ``--verify``'s chain and lineage
+   checks of 10,000 records versus merely reading them.
+6. Per-task credentials: ``hg luigi-run --all`` of 10 tasks whose family has a
+   role (an ``AssumeRole`` + ``GetCallerIdentity`` per build, against
+   ``moto_server``) versus the same run without roles.
+
 Results are printed and written to ``bench-out/results.json``.
 """
 
@@ -217,18 +225,138 @@ def bench_ansible(rounds):
             "hg_luigi_run_s": round(t_m, 4), "ratio": round(t_m / b_m, 3)}
 
 
+def _fill(store, builds):
+    for i in range(builds):
+        b = store.start_build("run", "T_%d" % i, "T(i=%d)" % i, "T", {"i": str(i)},
+                              "a" * 40, None, ["never built"], "bench", "push")
+        store.finish_build(b, "success", outputs=[
+            {"path": os.path.join(store.output_root, "a" * 40, "t%d.csv" % i),
+             "size": 10, "sha256": "b" * 64}],
+            inputs=[{"task_id": "U", "key": "U()", "changeset": "a" * 40, "outputs": []}])
+
+
+def bench_audit(records):
+    """Builds recorded with and without the keyed audit chain; --verify of
+    ``records`` records against reading them."""
+    sys.path.insert(0, ROOT)
+    from hgext_luigi import audit, lineage, verify
+
+    builds = records // 4  # start and finish: two build records each, and a margin
+    times = {}
+    for name, chain in (("none", None), ("keyed", audit.Chain(b"bench-key"))):
+        path = os.path.join(OUT, "audit-%s.db" % name)
+        store = lineage.open_store(path, os.path.join(OUT, "audit-out"), chain)
+        t = time.perf_counter()
+        _fill(store, builds)
+        times[name] = time.perf_counter() - t
+        store.close()
+    store = lineage.open_store(os.path.join(OUT, "audit-keyed.db"),
+                               os.path.join(OUT, "audit-out"), audit.Chain(b"bench-key"))
+    _fill(store, max(0, records // 2 - builds))  # up to ``records`` records
+    count = store._db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+    t = time.perf_counter()
+    n = sum(1 for _ in audit.records(store._db))
+    read_s = time.perf_counter() - t
+    t = time.perf_counter()
+    result = verify.verify(store, b"bench-key", check_outputs=False)
+    verify_s = time.perf_counter() - t
+    store.close()
+    assert n == count and not result["problems"], result["problems"][:3]
+    return {"builds": builds, "record_none_s": round(times["none"], 4),
+            "record_keyed_s": round(times["keyed"], 4),
+            "overhead_ms_per_build": round((times["keyed"] - times["none"]) / builds * 1000, 3),
+            "write_ratio": round(times["keyed"] / times["none"], 3),
+            "records": count, "read_s": round(read_s, 4), "verify_s": round(verify_s, 4),
+            "verify_s_per_10000": round(verify_s / count * 10000, 4),
+            "verify_ratio": round(verify_s / read_s, 3)}
+
+
+ROLES_PIPELINE = '''
+import luigi
+
+from hgext_luigi import HgTask
+
+
+class Step(HgTask):
+    n = luigi.IntParameter()
+    watches = ["data/{n}.txt"]
+
+    def output(self):
+        return self.stamped_target("step-%d.txt" % self.n)
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write("ok")
+
+
+class All(HgTask):
+    def requires(self):
+        return [Step(n=i) for i in range(10)]
+
+    def output(self):
+        return self.stamped_target("all.txt")
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write("ok")
+'''
+
+
+def bench_roles(rounds):
+    """hg luigi-run --all of 10 tasks with a role (STS against moto_server) vs
+    without: what a fresh AssumeRole session per build costs."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
+    from motoserver import MotoServer
+
+    moto = MotoServer()
+    try:
+        repo = os.path.join(OUT, "roles")
+        base = "[extensions]\nhgext_luigi =\n[luigi]\naws-endpoint-url = %s\n" \
+               "aws-region = us-east-1\n" % moto.url
+        plain = env_for(base)
+        roles = env_for(base + "[luigi.roles]\nStep = arn:aws:iam::123456789012:role/step\n")
+        for env in (plain, roles):
+            env.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                       AWS_EC2_METADATA_DISABLED="true")
+        os.makedirs(os.path.join(repo, "pipelines"))
+        os.makedirs(os.path.join(repo, "data"))
+        subprocess.run([HG, "init", repo], env=plain, check=True)
+        with open(os.path.join(repo, "pipelines", "__init__.py"), "w") as f:
+            f.write(ROLES_PIPELINE)
+        for i in range(10):
+            with open(os.path.join(repo, "data", "%d.txt" % i), "w") as f:
+                f.write("%d\n" % i)
+        hg(plain, repo, "commit", "-A", "-q", "-m", "steps")
+        without, with_roles = [], []
+        for _ in range(rounds):
+            for env, out in ((plain, without), (roles, with_roles)):
+                t = time.perf_counter()
+                hg(env, repo, "luigi-run", "--all")
+                out.append(time.perf_counter() - t)
+    finally:
+        moto.stop()
+    w_m, r_m = statistics.median(without), statistics.median(with_roles)
+    return {"rounds": rounds, "tasks_with_role": 10, "without_roles_s": round(w_m, 4),
+            "with_roles_s": round(r_m, 4),
+            "per_task_ms": round((r_m - w_m) / 10 * 1000, 1), "ratio": round(r_m / w_m, 3)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--files", type=int, default=5000)
+    ap.add_argument("--records", type=int, default=10000)
     args = ap.parse_args()
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT)
     results = {"commit": bench_commit(args.rounds),
                "push": bench_push(args.rounds),
                "trees": bench_trees(args.files, max(3, args.rounds // 3)),
-               "ansible": bench_ansible(max(3, args.rounds // 3))}
+               "ansible": bench_ansible(max(3, args.rounds // 3)),
+               "audit": bench_audit(args.records),
+               "roles": bench_roles(max(3, args.rounds // 3))}
     c, p, t, a = results["commit"], results["push"], results["trees"], results["ansible"]
+    au, ro = results["audit"], results["roles"]
     print("hg commit, on-commit = plan vs extension disabled (median of %d):" % c["rounds"])
     print("  disabled %.3fs   plan %.3fs   ratio %.2fx (target <= %.1fx)"
           % (c["commit_disabled_s"], c["commit_on_commit_plan_s"], c["ratio"], c["target"]))
@@ -243,6 +371,19 @@ def main():
           "ansible-playbook by hand (median of %d):" % a["rounds"])
     print("  ansible-playbook %.3fs   hg luigi-run %.3fs   ratio %.2fx"
           % (a["ansible_playbook_s"], a["hg_luigi_run_s"], a["ratio"]))
+    print("%d builds recorded with the keyed audit chain vs without audit records:"
+          % au["builds"])
+    print("  without %.3fs   keyed %.3fs   ratio %.2fx   +%.3f ms per build"
+          % (au["record_none_s"], au["record_keyed_s"], au["write_ratio"],
+             au["overhead_ms_per_build"]))
+    print("hg luigi-audit --verify of %d records (chain and lineage) vs reading them:"
+          % au["records"])
+    print("  read %.3fs   verify %.3fs   ratio %.2fx   %.3fs per 10,000 records"
+          % (au["read_s"], au["verify_s"], au["verify_ratio"], au["verify_s_per_10000"]))
+    print("hg luigi-run --all of 10 tasks with a role (AssumeRole per build, moto_server) "
+          "vs without (median of %d):" % ro["rounds"])
+    print("  without %.3fs   with roles %.3fs   ratio %.2fx   +%.1f ms per task"
+          % (ro["without_roles_s"], ro["with_roles_s"], ro["ratio"], ro["per_task_ms"]))
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print("written to %s" % os.path.relpath(os.path.join(OUT, "results.json"), ROOT))

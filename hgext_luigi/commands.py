@@ -577,6 +577,9 @@ def luigi_audit(ui, repo, *expected, **opts):
     from . import audit, stores, verify
 
     settings = _settings(ui, repo)
+    if not os.path.exists(settings.store):  # nothing recorded: do not create it
+        ui.status(_(b'no audit records yet\n'))
+        return 0
     store = stores.open_store(settings, write=False)  # --verify reads the key itself
     try:
         db = store._db

@@ -71,14 +71,17 @@ class Issuer:
     def __init__(self, region=None, endpoint_url=None, profile=None, duration=900):
         self.region, self.endpoint_url, self.profile = region, endpoint_url, profile
         self.duration = duration
-        self._sts = None
+        self._sts = self._session = None
 
     def _client(self, **creds):
+        """An STS client: the server's (boto3's chain), or one for ``creds``.
+        One session for both, so the service model is loaded once."""
         import boto3
 
-        session = boto3.session.Session(profile_name=None if creds else self.profile,
-                                        region_name=self.region or _env_region(), **creds)
-        return session.client("sts", endpoint_url=self.endpoint_url)
+        if self._session is None:
+            self._session = boto3.session.Session(profile_name=self.profile,
+                                                  region_name=self.region or _env_region())
+        return self._session.client("sts", endpoint_url=self.endpoint_url, **creds)
 
     def issue(self, role, family, changeset, key, run_id, trigger, user):
         """``(record, secret)``: what lineage and the audit log keep, and what the

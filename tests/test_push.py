@@ -149,6 +149,10 @@ def test_gate_rejects_a_broken_pipeline_and_leaves_the_repository_unchanged(
     assert "pipelines/__init__.py, line 3" in text and "SyntaxError" in text
     assert node(server, "tip") == before
     assert [e["head"] for e in queue(server)] == [before]  # nothing queued for it
+    # on the record: the first push and its gate verdict, the refusal
+    kinds = [(r["kind"], r["data"].get("verdict") or r["data"].get("reason"))
+             for r in server.json("luigi-audit")]
+    assert kinds == [("gate", "ok"), ("push-accepted", None), ("push-rejected", "gate")]
 
     # a pipeline with an invalid pattern is rejected too, naming the task
     clone("rollback", "-q")

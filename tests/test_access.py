@@ -200,3 +200,20 @@ def test_the_worker_checks_again_with_the_groups_of_the_push(owned, idp, hg):
     taken = audit(server, "queue-taken")
     assert taken and taken[-1]["data"]["entry"] == entry["id"]
     assert audit(server, "queue-finished")[-1]["data"]["state"] == "done"
+
+
+def test_the_worker_refuses_what_the_pusher_does_not_own(owned):
+    """A push let in by acl = warn, built after the server switched to enforce:
+    the worker checks again, for the pusher, and builds nothing."""
+    server, work = owned
+    server.config("[luigi]\nacl = warn\non-push = queue\n")
+    work.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,1.00\n", "a")
+    work.commit("north")
+    work("push", server.path)
+    server.config("[luigi]\nacl = enforce\n")
+    out = server("luigi-worker", "--once", check=False)
+    assert out.returncode == 1
+    assert "luigi acl: %s does not own what" % account() in out.stderr
+    entry = server.json("luigi-queue")[-1]
+    assert entry["state"] == "failed" and "does not own" in entry["error"]
+    assert audit(server, "build") == []

@@ -194,3 +194,18 @@ def test_a_role_that_cannot_be_assumed_fails_the_task_before_its_code(roles_repo
     assert "AccessDenied" in builds["Who(name=a)"]["error"]
     denied = [r for r in server.json("luigi-audit") if r["kind"] == "credentials"]
     assert denied and all("AccessDenied" in r["data"]["error"] for r in denied)
+
+
+def test_forked_luigi_workers_get_their_own_sessions(roles_repo):
+    """With several Luigi workers, each task runs in a process of its own: the
+    requests of both reach hg and each gets its answer."""
+    server = roles_repo
+    run(server, "--workers", "2")
+    a, b = outputs(server, "who-a.json"), outputs(server, "who-b.json")
+    assert a["key"].startswith("ASIA") and b["key"].startswith("ASIA") and a["key"] != b["key"]
+    assert outputs(server, "both.json")["names"] == []
+    assert verify_ok(server)
+
+
+def verify_ok(server):
+    return server("luigi-audit", "--verify").returncode == 0

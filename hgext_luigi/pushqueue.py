@@ -187,12 +187,17 @@ class Queue:
             return 0
         with self._tx() as db:
             for r in rows:
+                entry = self._row(db, r["id"])
+                if entry is None or entry["state"] != "incoming":
+                    continue
                 if exists(r["head"]):
                     db.execute("UPDATE entries SET state = 'pending', updated = ? "
                                "WHERE id = ? AND state = 'incoming'", (time.time(), r["id"]))
+                    self._record(db, "queue-recovered", {"state": "pending"}, entry)
                 else:
                     db.execute("DELETE FROM entries WHERE id = ? AND state = 'incoming'",
                                (r["id"],))
+                    self._record(db, "queue-recovered", {"state": "dropped"}, entry)
         return len(rows)
 
     def claim(self, owner, lease, max_attempts, only=None):
@@ -258,6 +263,8 @@ class Queue:
                 db.execute("UPDATE entries SET state = 'running', owner = ?, covered_by = ?,"
                            " attempts = attempts + 1, updated = ? WHERE id = ? AND state ="
                            " 'pending'", (owner, main, now, cid))
+            self._record(db, "queue-coalesced", {"worker": owner, "covered": sorted(
+                {claimed, *covered} - {main})}, self._row(db, main))
         return self.get(main)
 
     def heartbeat(self, entry_id, owner, lease):
@@ -299,6 +306,7 @@ class Queue:
     def release(self, entry_id, owner):
         """Give a claimed entry back untouched (the worker is stopping)."""
         with self._tx() as db:
+            self._record(db, "queue-released", {"worker": owner}, self._row(db, entry_id))
             db.execute("UPDATE entries SET state = 'pending', owner = NULL, lease_until ="
                        " NULL, attempts = MAX(0, attempts - 1), updated = ? WHERE"
                        " (id = ? OR covered_by = ?) AND owner = ? AND state = 'running'",

@@ -76,6 +76,11 @@ def push_files(repo, head, first):
     return sorted(pycompat.fsdecode(f) for f in files)
 
 
+def who(identity):
+    """How messages name an identity (an anonymous one has no user)."""
+    return acl.show(identity.user) if identity.user else "an anonymous user"
+
+
 class Verdict:
     """The decisions for one revision: ``denied`` (acl.Decision list) and what
     the audit record holds."""
@@ -106,7 +111,7 @@ class Verdict:
                             _b(", ".join(paths[:5]) + (" ..." if len(paths) > 5 else ""))))
         if self.force_denied:
             lines.append(_(b'  [luigi all] / --all: %s may not rebuild every task '
-                           b'([luigi.acl] allow-force)\n') % _b(self.identity.user))
+                           b'([luigi.acl] allow-force)\n') % _b(who(self.identity)))
         return b''.join(lines)
 
 
@@ -138,8 +143,8 @@ def check_run(ui, repo, ctx, settings, graph, identity, force, names, store):
     if verdict.allowed or settings.acl == b'warn':
         return verdict
     ui.warn(_(b'luigi acl: %s may not build at %s:\n%s')
-            % (_b(identity.user), ctx.hex()[:12], verdict.message()))
+            % (_b(who(identity)), ctx.hex()[:12], verdict.message()))
     raise error.Abort(_(b'luigi acl: %s does not own what %s changes')
-                      % (_b(identity.user), ctx.hex()[:12]),
+                      % (_b(who(identity)), ctx.hex()[:12]),
                       hint=_(b'ownership is [owners] in %s at %s (the first parent)')
                       % (_b(settings.watches_file), p1.hex()[:12]))

@@ -140,14 +140,14 @@ def _check_access(ui, repo, q, settings, ctx, node, identity, force, source):
         return
     if settings.acl == b'warn':
         ui.note(_(b'luigi acl (warn): %s does not own what %s changes\n')
-                % (_b(identity.user), ctx.hex()[:12]))
+                % (_b(access.who(identity)), ctx.hex()[:12]))
         return
     ui.warn(_(b'luigi acl: %s may not push %s:\n%s')
-            % (_b(identity.user), ctx.hex()[:12], verdict.message()))
+            % (_b(access.who(identity)), ctx.hex()[:12], verdict.message()))
     q.record_decision("push-rejected", {"source": source, "reason": "acl"},
                       actor=identity.user, changeset=config.text(ctx.hex()))
     raise error.Abort(_(b'luigi acl rejected the push: %s does not own what %s changes')
-                      % (_b(identity.user), ctx.hex()[:12]),
+                      % (_b(access.who(identity)), ctx.hex()[:12]),
                       hint=_(b'ask an owner (details above); ownership is [owners] in %s '
                              b'as the server had it') % _b(settings.watches_file))
 
@@ -170,7 +170,8 @@ def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source
         return False
     heads = trigger.push_heads(repo, node, node_last)
     who = trigger.pusher(ui, url)
-    groups = identity.token_groups(who)
+    user = trigger.acl_user(url)
+    ident = acl.Identity(user, identity.token_groups(user))
     src = trigger.describe_source(url)
     q = _queue(settings)
     try:
@@ -187,7 +188,7 @@ def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source
                 ui.note(_(b'luigi gate: pipeline at %s checked\n') % ctx.hex()[:12])
             if enforce:
                 force = trigger.directives(repo, ctx, node)[1]
-                _check_access(ui, repo, q, settings, ctx, node, acl.Identity(who, groups),
+                _check_access(ui, repo, q, settings, ctx, node, ident,
                               force, src)
         if mode == b'off':
             return False
@@ -196,7 +197,8 @@ def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source
             skip, force = trigger.directives(repo, ctx, node)
             branch = ctx.branch()
             entry = {"head": ctx.hex().decode("ascii"), "force": force, "pusher": who,
-                     "author": trigger.author(ctx), "groups": groups,
+                     "author": trigger.author(ctx),
+                     "identity": {"user": user, "groups": list(ident.token_groups)},
                      "branch": branch.decode("utf-8", "replace"), "source": src}
             if not trigger.branch_allowed(ui, branch):
                 entry.update(state="skipped",

@@ -41,14 +41,14 @@ CREATE TABLE IF NOT EXISTS entries(
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     force INTEGER NOT NULL DEFAULT 0, txnid TEXT,
     owner TEXT, lease_until REAL, run_id TEXT, covered_by INTEGER,
-    summary TEXT, error TEXT, groups TEXT);
+    summary TEXT, error TEXT, identity TEXT);
 CREATE INDEX IF NOT EXISTS entries_state ON entries(state, branch);
 CREATE INDEX IF NOT EXISTS entries_txn ON entries(txnid);
 """ + auditmod.SCHEMA
 
 
 # columns added since the first release: (name, type), added to older queues
-_ADDED_COLUMNS = (("author", "TEXT"), ("groups", "TEXT"))
+_ADDED_COLUMNS = (("author", "TEXT"), ("identity", "TEXT"))
 
 
 class QueueError(Exception):
@@ -137,7 +137,8 @@ class Queue:
     def record(self, entries, txnid):
         """Record the heads of a push still in its transaction.  ``entries``: dicts
         with head, branch, pusher, author (the head's committer), source, force,
-        groups (the pusher's token groups, for the worker's access check) and
+        identity (``{"user", "groups"}``: the pusher as access control knows
+        them, for the worker's check) and
         optionally state ('skipped') and summary.  Returns their ids."""
         now = time.time()
         ids = []
@@ -145,12 +146,12 @@ class Queue:
             for e in entries:
                 cur = db.execute(
                     "INSERT INTO entries(head, branch, pusher, author, source, created,"
-                    " updated, state, force, txnid, summary, groups)"
+                    " updated, state, force, txnid, summary, identity)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (e["head"], e.get("branch"), e.get("pusher"), e.get("author"),
                      e.get("source"), now, now, e.get("state", "incoming"),
                      int(bool(e.get("force"))), txnid, e.get("summary"),
-                     json.dumps(list(e.get("groups") or ()))))
+                     json.dumps(e.get("identity") or {})))
                 ids.append(cur.lastrowid)
         return ids
 

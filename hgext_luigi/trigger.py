@@ -82,6 +82,22 @@ def pusher(ui, url):
     return 'anonymous' + ('@' + _text(host) if host else '')
 
 
+def acl_user(url):
+    """The pusher as access control names them: the authenticated HTTP user,
+    the ssh gateway's ``REMOTE_USER`` (else the account), the account of a push
+    to a path; without the client address.  None for anonymous HTTP, which
+    only ``*`` owns."""
+    url = url or b''
+    if not url.startswith(b'remote:'):
+        return os_account()
+    scheme, _sep, rest = url[len(b'remote:'):].partition(b':')
+    if scheme == b'ssh':
+        return _text(encoding.environ.get(b'REMOTE_USER')
+                     or pycompat.sysbytes(os_account()))
+    user = urlutil.urlreq.unquote(rest.partition(b':')[2])
+    return _text(user) if user else None
+
+
 def author(ctx):
     """The committer of ``ctx``: what the pusher wrote, recorded apart from the
     pusher."""

@@ -134,14 +134,19 @@ def process(ui, repo, settings, q, entry, owner, workers=None):
 
 
 def _identity(entry):
-    """Who pushed the entry, with the groups their token had at the push."""
+    """Who pushed the entry as access control knows them: the user (without
+    the client address) and the groups their token had at the push."""
     from . import acl
 
     try:
-        groups = json.loads(entry.get("groups") or "[]")
+        known = json.loads(entry.get("identity") or "{}")
     except ValueError:
-        groups = []
-    return acl.Identity(entry["pusher"], tuple(g for g in groups if isinstance(g, str)))
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    user = known.get("user") if isinstance(known.get("user"), str) else None
+    groups = known.get("groups") if isinstance(known.get("groups"), list) else []
+    return acl.Identity(user, tuple(g for g in groups if isinstance(g, str)))
 
 
 def _failure(report):

@@ -4,6 +4,7 @@ Ownership is ``.hgluigi [owners]`` as the server had it before the push; the
 groups are the server's ``[luigi.groups]`` and the groups claim of an OIDC
 token.  Pushes by path and over HTTP (``hgext_luigi.wsgi`` with a real token)."""
 
+import os
 import subprocess
 
 import pytest
@@ -217,3 +218,24 @@ def test_the_worker_refuses_what_the_pusher_does_not_own(owned):
     entry = server.json("luigi-queue")[-1]
     assert entry["state"] == "failed" and "does not own" in entry["error"]
     assert audit(server, "build") == []
+
+
+def test_ssh_gateway_user_is_the_identity_without_the_client_address(owned, tmp_path):
+    """An ssh gateway's REMOTE_USER is who owns; the client address that the
+    recorded pusher carries plays no part."""
+    server, work = owned
+    server.config("[luigi.groups]\nsales = dave\n")
+    helpers = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
+    with open(os.path.join(helpers, "dummyssh")) as f:
+        script = f.read()
+    ssh = str(tmp_path / "gateway-ssh")
+    with open(ssh, "w") as f:
+        f.write(script.replace('export SSH_CLIENT\n',
+                               'export SSH_CLIENT\nREMOTE_USER=dave\nexport REMOTE_USER\n'))
+    os.chmod(ssh, 0o755)
+    work.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,1.00\n", "a")
+    node = work.commit("north")
+    work("push", "--config", "ui.ssh=%s" % ssh, "ssh://hg@localhost/%s" % server.path)
+    assert tip(server) == node
+    decision = audit(server, "acl")[-1]
+    assert decision["actor"] == "dave" and decision["data"]["allowed"] is True

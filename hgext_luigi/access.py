@@ -1,19 +1,30 @@
 """Who may build what: ``[luigi] acl`` applied to pushes and runs (hg side).
 
-Ownership is the ``[owners]`` section of the watches file (``.hgluigi``) read
-at a revision the server already had, never at the changeset being checked:
+Everything is decided from what the server already accepted, before any code
+of the changeset being checked runs:
 
-- a push: the parents, outside the push, of the pushed changesets a new head
-  contains (the repository as it was before the push);
-- a run (``hg luigi-run``, the worker, the callback): the revision's first parent.
+- the bases: for a push, the parents (outside the push) of the pushed
+  changesets a new head contains; for a run, the revision's first parent;
+- ownership: the ``[owners]`` section of the watches file (``.hgluigi``) at the
+  bases and at the other heads of the branch the server had (ownership revoked
+  on the branch is not regained by building on an older revision);
+- the task graph at the bases (accepted code), and the paths that differ
+  between each base and the new revision (``hg status``, so a merge brings in
+  everything its other parent changed).
 
-A task is checked when the changed paths touch it: a watched file, or the
-module defining it or one it imports.  Tasks rebuilt only because something
-upstream changed run their owner's unchanged code and are not checked.
-``[luigi all]`` / ``--all`` needs ``[luigi.acl] allow-force``.  Groups come
-from the identity provider (a token's groups claim, see ``hgext_luigi.wsgi``)
-and from the server's ``[luigi.groups]``.  Every decision is one audit record.
+A changed file that a task watches touches that task.  A changed file of
+pipeline code — a module the pipeline imports, any ``.py`` file, a Luigi
+configuration file, the — touches every task: modules share one process, where
+code can change any task; such a change needs every task's owner and the
+``*`` owner.  A change to the watches file (``[owners]``, ``[watches]``) needs
+the ``*`` owner: they administer ownership.
+Tasks rebuilt only because something upstream changed are not checked.
+``[luigi all]`` / ``--all`` needs ``[luigi.acl] allow-force``.  Groups come from
+the identity provider (a token's groups claim, see ``hgext_luigi.wsgi``) and
+from the server's ``[luigi.groups]``.  Every decision is one audit record.
 """
+
+import os
 
 from mercurial import error, pycompat
 from mercurial.i18n import _
@@ -21,6 +32,10 @@ from mercurial.i18n import _
 from . import acl, config
 
 _b = config.local
+
+# the pseudo-family of pipeline code: owned by the `*` rule of [owners]
+ALL = "*"
+_CONFIG_NAMES = ("luigi.cfg", "luigi.toml", "client.cfg")
 
 
 def owners_at(repo, ctxs, settings):
@@ -39,21 +54,63 @@ def owners_at(repo, ctxs, settings):
     return out
 
 
-def touched_families(repo, ctx, graph, files):
-    """``{family: [changed paths touching it]}``: tasks of ``graph`` (the task
-    graph at ``ctx``) whose watches match or whose code is one of ``files``."""
+def graph_at(ui, repo, ctx, settings):
+    """The task graph of accepted code at ``ctx``; None at the null revision or
+    where no pipeline loads (then every change counts as pipeline code)."""
+    from . import index, planner
+
+    if ctx.rev() < 0:
+        return None
+    try:
+        with planner.Workspace(ui, repo, ctx, settings) as ws:
+            return index.load(ui, ctx, settings, ws.path)
+    except error.Abort as e:
+        ui.note(_(b'luigi acl: no task graph at %s: %s\n') % (ctx.hex()[:12], e.message))
+        return None
+
+
+def changed_paths(repo, bases, ctx):
+    """``{path: kind}`` of what differs between any of ``bases`` and ``ctx``."""
+    out = {}
+    unfi = repo.unfiltered()
+    for base in bases:
+        st = unfi.status(base.node(), ctx.node())
+        for kind, files in (('modified', st.modified), ('added', st.added),
+                            ('removed', st.removed)):
+            for f in files:
+                out.setdefault(pycompat.fsdecode(f), kind)
+    return out
+
+
+def _is_code(path, graph, settings):
+    known = set(graph["files"]) if graph else set()
+    package = settings.module.split(".")[0] + "/"
+    return path != settings.watches_file and (
+        path in known or path.endswith(".py") or os.path.basename(path) in _CONFIG_NAMES
+        or path.startswith(package))
+
+
+def touched_families(repo, base, graph, changed, settings):
+    """``{family: [changed paths touching it]}`` by the task graph at ``base``:
+    watched files touch their tasks, pipeline code touches every task and
+    the ``*`` pseudo-family."""
     from . import planner
 
-    nodes = planner.graph_nodes(graph)
-    matches = planner.Matchers(repo, ctx, nodes)
-    out = {}
-    for key, node in nodes.items():
-        if node.external:
-            continue
-        code = set(node.code)
-        hits = [f for f in files if f in code or (node.watches and matches(key, f))]
-        if hits:
-            out.setdefault(node.family, []).extend(hits)
+    nodes = planner.graph_nodes(graph) if graph else {}
+    families = sorted({n.family for n in nodes.values() if not n.external})
+    code = sorted(p for p in changed if _is_code(p, graph, settings))
+    out = {f: list(code) for f in families + [ALL]} if code else {}
+    if settings.watches_file in changed:  # [owners] and [watches]: the `*` owners'
+        out.setdefault(ALL, []).append(settings.watches_file)
+    data = [p for p in changed if p not in code and p != settings.watches_file]
+    if data and nodes:
+        matches = planner.Matchers(repo, base, nodes)
+        for key, node in nodes.items():
+            if node.external or not node.watches:
+                continue
+            hits = [p for p in data if matches(key, p, changed[p], base.hex())]
+            if hits:
+                out.setdefault(node.family, []).extend(hits)
     return {f: sorted(set(p)) for f, p in out.items()}
 
 
@@ -67,13 +124,32 @@ def push_bases(repo, head, first):
     return [unfi[p] for p in sorted(bases)] or [unfi[b'null']]
 
 
-def push_files(repo, head, first):
-    """Paths the push's changesets in ``::head`` changed."""
+def branch_heads(repo, ctx, before):
+    """The heads of ``ctx``'s branch among the revisions below ``before`` that
+    ``ctx`` does not descend from: newer ownership than the bases may hold."""
     unfi = repo.unfiltered()
-    files = set()
-    for r in unfi.revs(b'%d:%d and ::%d', first, head.rev(), head.rev()):
-        files.update(unfi[r].files())
-    return sorted(pycompat.fsdecode(f) for f in files)
+    if before <= 0:
+        return []
+    revs = unfi.revs(b'heads(branch(%s) and 0:%d) - ::%d', ctx.branch(), before - 1,
+                     ctx.rev())
+    return [unfi[r] for r in revs]
+
+
+def check(ui, repo, settings, identity, ctx, bases, others, force, names=()):
+    """The :class:`Verdict` for ``identity`` bringing ``ctx`` over ``bases``."""
+    changed = changed_paths(repo, bases, ctx)
+    touched = {}
+    for base in bases:
+        graph = graph_at(ui, repo, base, settings)
+        for family, paths in touched_families(repo, base, graph, changed,
+                                              settings).items():
+            touched.setdefault(family, []).extend(paths)
+    for name in names:
+        family = name.strip().split("(", 1)[0].strip()
+        touched.setdefault(family, []).append("(asked for by name)")
+    touched = {f: sorted(set(p)) for f, p in touched.items()}
+    owners = owners_at(repo, list(bases) + list(others), settings)
+    return decide(settings, identity, pycompat.sysstr(ctx.hex()), touched, owners, force)
 
 
 def who(identity):
@@ -101,10 +177,12 @@ class Verdict:
                 "denied": [{"task": d.family, "owners": list(d.owners), "reason": d.reason,
                             "paths": self.touched.get(d.family, [])} for d in self.denied]}
 
-    def message(self):
+    def message(self, shown=8):
         """What the pusher reads: each refused task, its owners, the paths."""
         lines = []
-        for d in self.denied:
+        if len(self.denied) > shown:
+            lines.append(_(b'  (%d tasks refused; the first %d:)\n') % (len(self.denied), shown))
+        for d in self.denied[:shown]:
             paths = self.touched.get(d.family, [])
             lines.append(_(b'  %s: %s\n    changed: %s\n')
                          % (_b(d.family), _b(d.reason),
@@ -124,22 +202,18 @@ def decide(settings, identity, changeset, touched, owners_list, force):
     return Verdict(identity, changeset, touched, denied, force_denied, settings.acl)
 
 
-def check_run(ui, repo, ctx, settings, graph, identity, force, names, store):
+def check_run(ui, repo, ctx, settings, identity, force, names, store):
     """Before a run builds ``ctx`` with the server's roles: abort (``enforce``) or
-    record (``warn``) when ``identity`` does not own what the revision changes,
-    or a task it asked for by name."""
+    record (``warn``) when ``identity`` does not own what the revision changes
+    since its first parent, or a task it asked for by name."""
     if settings.acl == b'off':
         return None
     p1 = ctx.p1()
-    files = sorted(pycompat.fsdecode(f) for f in ctx.files())
-    touched = touched_families(repo, ctx, graph, files)
-    for name in names:
-        family = name.split("(", 1)[0]
-        touched.setdefault(family, []).append("(asked for by name)")
-    verdict = decide(settings, identity, pycompat.sysstr(ctx.hex()), touched,
-                     owners_at(repo, [p1], settings), force)
-    store.record("acl", verdict.record(), actor=identity.user,
-                 changeset=pycompat.sysstr(ctx.hex()))
+    others = branch_heads(repo, ctx, len(repo.unfiltered()))
+    verdict = check(ui, repo, settings, identity, ctx, [p1], others, force, names)
+    store.record("acl", dict(verdict.record(), owners_from=[
+        pycompat.sysstr(c.hex()) for c in [p1] + others]),
+        actor=identity.user, changeset=pycompat.sysstr(ctx.hex()))
     if verdict.allowed or settings.acl == b'warn':
         return verdict
     ui.warn(_(b'luigi acl: %s may not build at %s:\n%s')

@@ -13,8 +13,9 @@ Ownership comes from the ``[owners]`` section of ``.hgluigi``::
 
 Keys are task families or ``fnmatch`` globs, tried in file order: the first
 that matches wins.  A principal is ``*`` (anyone), ``@group`` (a member of
-group) or a bare ``name`` (the user ``name`` or a member of the group
-``name``).  Principals are exact, case-sensitive names, never globs.
+group) or a bare ``name`` (the user ``name``, never a group: an identity
+provider's groups claim must not pass for a user).  Principals are exact,
+case-sensitive names, never globs.
 
 The server's ``[luigi.acl.deny]`` rules are checked first, as Mercurial's
 ``acl`` extension checks deny before allow: a pushed ``.hgluigi`` cannot grant
@@ -246,8 +247,6 @@ def _match(principal, identity, groups):
         return "as @%s" % show(group) if group and group in groups else None
     if identity.user and principal == identity.user:
         return "as %s" % show(principal)
-    if principal in groups:
-        return "as member of %s" % show(principal)
     return None
 
 

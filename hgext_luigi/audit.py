@@ -38,6 +38,8 @@ CREATE INDEX IF NOT EXISTS audit_hash ON audit(hash);
 
 SHA256 = "sha256"
 HMAC = "hmac-sha256"
+START = "audit-started"
+KEY_START = "audit-key-started"
 
 _FIELDS = ("id", "time", "kind", "actor", "changeset", "task", "run_id", "data", "mac",
            "prev")
@@ -91,9 +93,18 @@ class Chain:
 
     def append(self, db, kind, data=None, actor=None, changeset=None, task=None,
                run_id=None):
-        """Append one record (``data``: a JSON-able dict).  Call it inside the write transaction (``BEGIN
-        IMMEDIATE``) of the change it describes: the transaction serializes
-        writers, so the chain never forks.  Returns the record's hash."""
+        """Append one record (``data``: a JSON-able dict).  Call it inside the
+        write transaction (``BEGIN IMMEDIATE``) of the change it describes: the
+        transaction serializes writers, so the chain never forks.  The first
+        record of a chain says how many builds it found (``audit-started``);
+        the first keyed one marks where the key took over
+        (``audit-key-started``).  Returns the record's hash."""
+        last = db.execute("SELECT id, hash, mac FROM audit ORDER BY id DESC LIMIT 1"
+                          ).fetchone()
+        if last is None and kind != START:
+            self.append(db, START, {"builds_before": _max_build(db)})
+        elif last is not None and self.key and last[2] != HMAC and kind != KEY_START:
+            self.append(db, KEY_START, {"unkeyed_before": last[0]})
         last = db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
         record = {"id": (last[0] + 1) if last else 1, "time": round(time.time(), 6),
                   "kind": kind, "actor": actor, "changeset": changeset, "task": task,
@@ -104,6 +115,27 @@ class Chain:
                    % (", ".join(_FIELDS), ", ".join("?" * (len(_FIELDS) + 1))),
                    [record[f] for f in _FIELDS] + [record["hash"]])
         return record["hash"]
+
+
+def _max_build(db):
+    """The last build id of the lineage tables sharing the database (0 when
+    there are none yet)."""
+    try:
+        return db.execute("SELECT COALESCE(MAX(id), 0) FROM builds").fetchone()[0]
+    except Exception:  # no lineage tables in this database yet
+        return 0
+
+
+def builds_before(db):
+    """Builds the chain's first record says existed before the audit log (their
+    lineage is not checked against it); 0 without such a record."""
+    row = db.execute("SELECT kind, data FROM audit WHERE id = 1").fetchone()
+    if row is None or row[0] != START:
+        return 0
+    try:
+        return int(json.loads(row[1]).get("builds_before") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
 def head(db):
@@ -148,6 +180,12 @@ def verify_chain(db, key=None, expected_head=None):
         rec = dict(row)
         count += 1
         rid = rec["id"]
+        if count == 1 and (rid != 1 or rec["kind"] != START):
+            problems.append({"id": rid, "problem": "the chain does not begin with its "
+                             "%s record (records deleted from its start)" % START})
+        if rec["mac"] == HMAC and not keyed and rec["kind"] != KEY_START and rid != 1:
+            problems.append({"id": rid, "problem": "record %d is the first keyed one but "
+                             "not a %s record (unkeyed records rewritten)" % (rid, KEY_START)})
         if rid != prev_id + 1:
             problems.append({"id": rid, "problem": "records %s deleted before record %d"
                              % (_span(prev_id + 1, rid - 1), rid)})
@@ -158,6 +196,9 @@ def verify_chain(db, key=None, expected_head=None):
         keyed = keyed or rec["mac"] == HMAC
         prev_hash, prev_id = rec["hash"], rid
         heads.add(rec["hash"])
+    if key is not None and count and not keyed:
+        problems.append({"id": None, "problem": "no record is keyed although a key is set: "
+                         "the chain was written or rewritten without it"})
     if expected_head and expected_head not in heads:
         problems.append({"id": prev_id + 1 if count else None, "problem":
                          "the chain does not reach the head %s kept elsewhere: records were "

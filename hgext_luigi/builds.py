@@ -5,7 +5,10 @@ it asks (``context.request``) and this process records.  ``start-build``
 records a build in lineage and the audit log, after issuing the task's
 credentials when ``[luigi.roles]`` names a role for its family;
 ``finish-build`` closes it.  Each request is checked first: a build id must be
-one this run started and not yet finished, the changeset the one planned.
+one this run started and not yet finished, the changeset the one planned, the
+family the planned task's; one build of a task at a time; credentials only for
+a task the plan builds (any code of the run can send requests: it cannot get
+the role of a task it does not build).
 """
 
 import re
@@ -59,7 +62,9 @@ class Builds:
 
     def __init__(self, store, settings, data):
         self.store, self.settings, self.data = store, settings, data
-        self.open = set()  # builds started by this run and not finished
+        self.open = {}  # builds started by this run and not finished -> key
+        self.plan = {r["key"]: r for r in data["plan"]}
+        self.force = bool(data.get("force"))
         self._issuer = None
 
     def handle(self, ev):
@@ -85,12 +90,18 @@ class Builds:
         if not _HEX40.match(changeset) or changeset != self._planned(key):
             raise Refused("%s: changeset %s is not the one planned (%s)"
                           % (key, changeset[:40], self._planned(key)))
-        row = next((r for r in self.data["plan"] if r["key"] == key), {})
-        issued, secret, refused = self._credentials(family, changeset, key)
+        row = self.plan.get(key, {})
+        if row and row["family"] != family:
+            raise Refused("%s is a task of family %s, not %s" % (key, row["family"], family))
+        if key in self.open.values():
+            raise Refused("%s is already being built in this run" % key)
+        builds = bool(row) and (bool(row.get("affected")) or self.force)
+        issued, secret, refused = self._credentials(family, changeset, key) if builds \
+            else (None, None, None)
         build = self.store.start_build(
             self.data["run_id"], task_id, key, family, params, changeset, row.get("base"),
             row.get("reasons"), self.data["user"], self.data["trigger"], credentials=issued)
-        self.open.add(build)
+        self.open[build] = key
         if refused:
             return {"build": build, "refused": refused}
         return {"build": build, "credentials": secret}
@@ -112,6 +123,13 @@ class Builds:
             return {"role": role, "error": str(e)}, None, str(e)
         return record, secret, None
 
+    def close_open(self):
+        """Builds of this run still open when its runner ended: failed."""
+        for build in list(self.open):
+            self.store.finish_build(build, "failed",
+                                    error="the run ended before this build finished")
+            del self.open[build]
+
     def finish(self, ev):
         build = ev.get("build")
         if not isinstance(build, int) or build not in self.open:
@@ -126,5 +144,5 @@ class Builds:
                                 traceback=_str(ev, "traceback", True),
                                 outputs=_outputs(ev.get("outputs", [])),
                                 inputs=_inputs(ev.get("inputs", [])), extra=extra)
-        self.open.discard(build)
+        del self.open[build]
         return {"ok": True}

@@ -667,12 +667,9 @@ def _audit_summary(rec):
 def _audit_verify(ui, store, settings, opts, verify, head):
     import time as _time
 
-    from . import audit
+    from . import audit, stores
 
-    try:
-        key = audit.load_key(settings.audit_key_env, os.environ)
-    except audit.AuditError as e:
-        raise error.Abort(_b(str(e)), hint=_(b'the key is needed to verify the chain'))
+    key = stores.chain(settings).key
     head = config.text(head) if head else None
     if head is not None and not re.match(r'[0-9a-f]{64}\Z', head):
         raise error.InputError(_(b'%s is not a head hash (64 hex digits from hg '

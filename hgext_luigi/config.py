@@ -305,7 +305,7 @@ class Settings:
             roles=_rules(ui, b'luigi.roles', _ROLE_ARN, b'an IAM role ARN '
                          b'(arn:aws:iam::123456789012:role/name)', single=True),
             credential_duration=_duration(r),
-            audit_key_env=r.text(b'audit-key-env', _VAR, b'an environment variable name'),
+            audit_key_env=_audit_key_env(r, pass_env),
             store=store_path(repo),
             queue=queue_path(repo),
             state=pycompat.fsdecode(state_dir(repo)),
@@ -333,6 +333,17 @@ def _rules(ui, section, pattern, allowed, single=False):
         out.append((text(name), text(values[0]) if single else
                     tuple(text(v) for v in values)))
     return tuple(out)
+
+
+def _audit_key_env(reader, pass_env):
+    """``[luigi] audit-key-env``: a variable pipeline code never sees (not one
+    ``pass-env`` lets through)."""
+    name = reader.text(b'audit-key-env', _VAR, b'an environment variable name')
+    passed = (reader.names(b'pass-env', _ENV_NAME, b'a name') if pass_env is not None
+              else DEFAULT_PASS_ENV)
+    if name and sandbox.allowed(name, passed):
+        reader._bad(b'audit-key-env', b'a variable [luigi] pass-env keeps from pipelines')
+    return name
 
 
 def _duration(reader):

@@ -140,6 +140,14 @@ def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, rep
             planner.Workspace(ui, repo, ctx, settings) as ws:
         store = stores.open_store(settings)
         try:
+            if identity is None:
+                from . import acl, trigger as triggers
+
+                identity = acl.Identity(triggers.os_account())
+            if not opts.get("dry_run"):  # decided before any code of ctx runs
+                from . import access
+
+                access.check_run(ui, repo, ctx, settings, identity, force, names, store)
             planned = planner.make(ui, repo, ctx, settings, ws, force=force, names=names,
                                    store=store)
             if opts.get("dry_run"):
@@ -147,14 +155,6 @@ def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, rep
                 planner.show(ui, planned, fm)
                 fm.end()
                 return 0
-            if identity is None:
-                from . import acl, trigger as triggers
-
-                identity = acl.Identity(triggers.os_account())
-            from . import access
-
-            access.check_run(ui, repo, ctx, settings, planned.graph, identity, force,
-                             names, store)
             return _execute(ui, repo, ctx, settings, ws, store, planned, force,
                             workers, scheduler, trigger, fm, user,
                             report if report is not None else {}, identity)
@@ -283,8 +283,11 @@ def _run_runner(ui, settings, store, data, logpath, lines, total):
             finally:
                 for fd in child_fds:
                     os.close(fd)  # the child has its copies
-            answer = _answerer(builds.Builds(store, settings, data), reply_w)
-            return _follow(ui, proc, lines, total, answer)
+            recorder = builds.Builds(store, settings, data)
+            try:
+                return _follow(ui, proc, lines, total, _answerer(recorder, reply_w))
+            finally:
+                recorder.close_open()
     finally:
         os.close(reply_w)
         try:
@@ -333,13 +336,24 @@ def parse_event(line):
     return ev
 
 
+# the longest event line read (a build's outputs and inputs, listed); longer is
+# pipeline code writing on the channel, not the runner
+MAX_EVENT = 16 << 20
+
+
 def _follow(ui, proc, lines, total, answer):
     """Read the runner's events until it exits: a line per task as it finishes,
     a request answered as it comes.  Returns (the final event, the exit status)."""
     final = {}
     prog = ui.makeprogress(_(b'luigi'), unit=_(b'tasks'), total=total)
     try:
-        for line in proc.stdout:
+        for line in iter(lambda: proc.stdout.readline(MAX_EVENT), b''):
+            if len(line) >= MAX_EVENT and not line.endswith(b'\n'):
+                proc.kill()  # pipeline code flooding the channel: stop, do not buffer it
+                final = {"event": "error", "message": "the run wrote an event line longer "
+                         "than %d bytes on the events channel; stopped" % MAX_EVENT}
+                ui.warn(_(b'luigi: %s\n') % _b(final["message"]))
+                break
             ev = parse_event(line)
             if ev is None:
                 continue  # pipeline code can write here too: never trust a line

@@ -120,21 +120,16 @@ def _reject(ui, q, ctx, who, source, e):
 
 def _check_access(ui, repo, q, settings, ctx, node, identity, force, source):
     """``[luigi] acl`` for one new head: what its changesets change must be
-    owned by the pusher, as ``[owners]`` said before the push."""
+    owned by the pusher, as the server had ``[owners]`` before the push.
+    Decided from accepted code alone, before any of the push runs (the gate)."""
     from . import access
 
-    unfi = repo.unfiltered()
-    first = unfi[node].rev()
-    with planner_workspace(ui, repo, ctx, settings) as ws:
-        from . import index
-
-        graph = index.load(ui, ctx, settings, ws.path)
-    touched = access.touched_families(repo, ctx, graph, access.push_files(repo, ctx, first))
+    first = repo.unfiltered()[node].rev()
     bases = access.push_bases(repo, ctx, first)
-    verdict = access.decide(settings, identity, config.text(ctx.hex()), touched,
-                            access.owners_at(repo, bases, settings), force)
+    others = access.branch_heads(repo, ctx, first)
+    verdict = access.check(ui, repo, settings, identity, ctx, bases, others, force)
     q.record_decision("acl", dict(verdict.record(), source=source,
-                                  owners_from=[config.text(b.hex()) for b in bases]),
+                                  owners_from=[config.text(b.hex()) for b in bases + others]),
                       actor=identity.user, changeset=config.text(ctx.hex()))
     if verdict.allowed:
         return
@@ -150,12 +145,6 @@ def _check_access(ui, repo, q, settings, ctx, node, identity, force, source):
                       % (_b(access.who(identity)), ctx.hex()[:12]),
                       hint=_(b'ask an owner (details above); ownership is [owners] in %s '
                              b'as the server had it') % _b(settings.watches_file))
-
-
-def planner_workspace(ui, repo, ctx, settings):
-    from . import planner
-
-    return planner.Workspace(ui, repo, ctx, settings)
 
 
 def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source=None,
@@ -175,21 +164,19 @@ def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source
     src = trigger.describe_source(url)
     q = _queue(settings)
     try:
-        for ctx in heads:
+        for ctx in heads if enforce else ():  # every branch: a merge can bring any in
+            force = trigger.directives(repo, ctx, node)[1]
+            _check_access(ui, repo, q, settings, ctx, node, ident, force, src)
+        for ctx in heads if gate else ():  # runs pushed code: only once access is decided
             if not trigger.branch_allowed(ui, ctx.branch()):
                 continue
-            if gate:
-                try:
-                    check_pipeline(ui, repo, ctx, settings)
-                except error.Abort as e:
-                    _reject(ui, q, ctx, who, src, e)
-                q.record_decision("gate", {"verdict": "ok", "source": src}, actor=who,
-                                  changeset=config.text(ctx.hex()))
-                ui.note(_(b'luigi gate: pipeline at %s checked\n') % ctx.hex()[:12])
-            if enforce:
-                force = trigger.directives(repo, ctx, node)[1]
-                _check_access(ui, repo, q, settings, ctx, node, ident,
-                              force, src)
+            try:
+                check_pipeline(ui, repo, ctx, settings)
+            except error.Abort as e:
+                _reject(ui, q, ctx, who, src, e)
+            q.record_decision("gate", {"verdict": "ok", "source": src}, actor=who,
+                              changeset=config.text(ctx.hex()))
+            ui.note(_(b'luigi gate: pipeline at %s checked\n') % ctx.hex()[:12])
         if mode == b'off':
             return False
         entries = []

@@ -51,10 +51,7 @@ CREATE TABLE IF NOT EXISTS inputs(
     build_id INTEGER NOT NULL, task_id TEXT, key TEXT, changeset TEXT, outputs TEXT);
 CREATE INDEX IF NOT EXISTS inputs_build ON inputs(build_id);
 INSERT OR IGNORE INTO meta(name, value) VALUES ('schema', '%d');
-""" % SCHEMA_VERSION + auditmod.SCHEMA + """;
-INSERT OR IGNORE INTO meta(name, value)
-    SELECT 'audit_after_build', COALESCE(MAX(id), 0) FROM builds;
-"""
+""" % SCHEMA_VERSION + auditmod.SCHEMA
 
 
 class StoreError(Exception):
@@ -216,8 +213,14 @@ class LineageStore:
         with self._tx() as db:
             stale = [r["id"] for r in db.execute("SELECT id FROM builds"
                                                  " WHERE status = 'running'")]
+            runs = db.execute("SELECT id, rev, user FROM runs WHERE status = 'running'"
+                              ).fetchall()
             db.execute("UPDATE runs SET status = 'interrupted', ended = ? "
                        "WHERE status = 'running'", (now,))
+            for r in runs:
+                self._record(db, "run-ended", {"status": "interrupted", "summary": error,
+                                               "ended": now},
+                             actor=r["user"], changeset=r["rev"], run_id=r["id"])
             db.execute("UPDATE builds SET status = 'failed', error = ?, ended = ? "
                        "WHERE status = 'running'", (error, now))
             for build_id in stale:
@@ -252,9 +255,9 @@ class LineageStore:
                     for r in plan_rows
                 ],
             )
-            self._record(db, "run-started", {
-                "trigger": trigger, "scheduler": scheduler, "tasks": len(plan_rows),
-                "to_build": sum(1 for r in plan_rows if r["affected"])},
+            self._record(db, "run-started", dict(
+                run_state(db, run_id), tasks=len(plan_rows),
+                to_build=sum(1 for r in plan_rows if r["affected"])),
                 actor=user, changeset=rev, run_id=run_id)
 
     def end_run(self, run_id, status, outcomes, summary=None):
@@ -271,7 +274,10 @@ class LineageStore:
                 (time.time(), status, summary, run_id),
             )
             run = db.execute("SELECT rev, user FROM runs WHERE id = ?", (run_id,)).fetchone()
-            self._record(db, "run-ended", {"status": status, "summary": summary},
+            self._record(db, "run-ended", {"status": status, "summary": summary,
+                                           "ended": db.execute(
+                                               "SELECT ended FROM runs WHERE id = ?",
+                                               (run_id,)).fetchone()["ended"]},
                          actor=run["user"] if run else None,
                          changeset=run["rev"] if run else None, run_id=run_id)
 
@@ -496,8 +502,26 @@ def build_state(db, build_id):
     return {"build": b["id"], "run_id": b["run_id"], "user": b["user"],
             "task_id": b["task_id"], "key": b["key"], "family": b["family"],
             "params": _loads(b["params"], {}), "changeset": b["changeset"],
-            "status": b["status"], "error": b["error"], "trigger": b["trigger"],
-            "outputs": outputs, "inputs": inputs}
+            "base": b["base"], "reasons": _loads(b["reasons"], []),
+            "status": b["status"], "error": b["error"], "traceback": b["traceback"],
+            "trigger": b["trigger"], "started": b["started"], "ended": b["ended"],
+            "extra": _loads(b["extra"], None), "outputs": outputs, "inputs": inputs}
+
+
+def run_state(db, run_id):
+    """What the audit log records of a run, read from the lineage tables: the
+    run's row and a digest of its plan (what was decided, not outcomes)."""
+    r = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if r is None:
+        return None
+    plan = [[t["key"], t["family"], t["changeset"], t["base"], t["affected"], t["reasons"],
+             t["status"]] for t in db.execute(
+        "SELECT key, family, changeset, base, affected, reasons, status FROM run_tasks"
+        " WHERE run_id = ? ORDER BY key", (run_id,))]
+    return {"rev": r["rev"], "user": r["user"], "trigger": r["trigger"],
+            "scheduler": r["scheduler"], "started": r["started"],
+            "plan": hashlib.sha256(json.dumps(plan, sort_keys=True).encode(
+                "utf-8", "surrogatepass")).hexdigest()}
 
 
 def open_store(path, output_root=None, audit=None):

@@ -17,6 +17,10 @@ _b = config.local
 def chain(settings):
     """The :class:`audit.Chain` of this repository; aborts when the key variable
     is configured but unset (nothing is written then)."""
+    if settings.audit_key_env:
+        from . import sandbox
+
+        sandbox.deny_inspection()  # the key is in this process's environment
     try:
         key = audit.load_key(settings.audit_key_env, os.environ)
     except audit.AuditError as e:

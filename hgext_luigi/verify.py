@@ -6,7 +6,9 @@ Three checks, each problem reported by the id of the record it concerns:
 1. the chain: every record's hash recomputed, every link followed, and the head
    kept elsewhere found (``audit.verify_chain``);
 2. lineage against the audit log: every build row equals the last audit record
-   of that build, and every build the log describes still exists;
+   of that build, every run row what its run-started and run-ended records
+   say (its plan by digest), and every build and run the log describes still
+   exists;
 3. outputs on disk against the sha256 lineage recorded, for the latest build
    of each path (an older build's output that a later one wrote again holds the
    later content by design).
@@ -26,7 +28,7 @@ def verify(store, key=None, expected_head=None, check_outputs=True):
     for p in problems:
         p["kind"] = "audit"
     built, lineage_problems = _lineage_against_audit(db)
-    problems += lineage_problems
+    problems += lineage_problems + _runs_against_audit(db)
     checked = 0
     if check_outputs:
         checked, output_problems = _outputs_on_disk(store, db)
@@ -50,8 +52,7 @@ def _last_build_records(db):
 
 
 def _after(db):
-    row = db.execute("SELECT value FROM meta WHERE name = 'audit_after_build'").fetchone()
-    return int(row["value"]) if row else 0
+    return audit.builds_before(db)
 
 
 def _before_audit(db):
@@ -80,6 +81,49 @@ def _lineage_against_audit(db):
                          "lineage build %d described by audit record %d is gone (deleted)"
                          % (build_id, rec_id)})
     return len(ids), problems
+
+
+def _run_records(db):
+    """run id -> (record id, what run-started and run-ended said), merged."""
+    out = {}
+    for rec in db.execute("SELECT id, kind, actor, changeset, run_id, data FROM audit"
+                          " WHERE kind IN ('run-started', 'run-ended') ORDER BY id"):
+        try:
+            data = json.loads(rec["data"])
+        except ValueError:
+            continue
+        rid, seen = out.get(rec["run_id"], (rec["id"], {}))
+        if rec["kind"] == "run-started":
+            seen.update({k: data.get(k) for k in ("rev", "user", "trigger", "scheduler",
+                                                  "started", "plan")})
+        else:
+            seen.update(status=data.get("status"), ended=data.get("ended"))
+        out[rec["run_id"]] = (rid, seen)
+    return out
+
+
+def _runs_against_audit(db):
+    recorded = _run_records(db)
+    first = db.execute("SELECT MIN(time) FROM audit").fetchone()[0]
+    problems = []
+    for r in db.execute("SELECT * FROM runs ORDER BY started"):
+        rec = recorded.pop(r["id"], None)
+        if rec is None:
+            if first is not None and (r["started"] or 0) >= first:
+                problems.append({"id": r["id"], "kind": "lineage", "problem":
+                                 "run %s has no audit record (inserted)" % r["id"]})
+            continue
+        state = dict(lineage.run_state(db, r["id"]), status=r["status"], ended=r["ended"])
+        fields = sorted(k for k in rec[1] if rec[1][k] != state.get(k))
+        if fields:
+            problems.append({"id": r["id"], "kind": "lineage", "problem":
+                             "run %s differs from audit record %d (%s edited)"
+                             % (r["id"], rec[0], ", ".join(fields))})
+    for run_id, (rec_id, _seen) in sorted(recorded.items(), key=lambda x: x[1][0]):
+        problems.append({"id": run_id, "kind": "lineage", "problem":
+                         "run %s described by audit record %d is gone (deleted)"
+                         % (run_id, rec_id)})
+    return problems
 
 
 def _outputs_on_disk(store, db):

@@ -239,3 +239,101 @@ def test_ssh_gateway_user_is_the_identity_without_the_client_address(owned, tmp_
     assert tip(server) == node
     decision = audit(server, "acl")[-1]
     assert decision["actor"] == "dave" and decision["data"]["allowed"] is True
+
+
+# -- what an attacker tried (each passed before it was fixed) -----------------
+
+MARKER = '''
+import os as _os
+open(%r, "w").write("pushed code ran")
+'''
+
+
+def test_a_refused_push_never_ran_its_code(owned, tmp_path):
+    """Access is decided from accepted code alone: module-level code of a
+    refused push (which could rewrite the server's hgrc) never runs."""
+    server, work = owned
+    server.config("[luigi]\ngate = true\n")
+    marker = str(tmp_path / "ran")
+    work.write("pipelines/sales.py", MARKER % marker, "a")
+    work.commit("payload")
+    out = work("push", server.path, check=False)
+    assert out.returncode != 0 and "luigi acl rejected the push" in out.stderr
+    assert not os.path.exists(marker)
+
+
+def test_pipeline_code_touches_every_task(owned):
+    """Modules share one process, where code can change any task: the owner of
+    one task changing its module needs every owner (and the `*` one)."""
+    server, work = owned
+    server.config("[luigi.groups]\nsales = %s\n" % account())
+    work.write("pipelines/sales.py", "\n# harmless?\n", "a")
+    work.commit("edit the module of CleanSales")
+    out = work("push", server.path, check=False)
+    assert out.returncode != 0
+    err = out.stderr
+    assert "SalesReport: SalesReport is owned by bob" in err
+    assert "DocsIndex: DocsIndex is owned by @platform" in err
+    assert "*: * is owned by @platform" in err
+
+
+def test_owners_and_luigi_cfg_are_pipeline_code(owned):
+    """Granting oneself everything in a push of .hgluigi alone needs the `*`
+    owners (who administer ownership); configuring other teams' tasks through
+    luigi.cfg touches every task."""
+    server, work = owned
+    server.config("[luigi.groups]\nsales = %s\n" % account())
+    before = tip(server)
+    work.write(".hgluigi", "[owners]\n* = %s\n" % account())
+    work.commit("make me the owner of everything")
+    out = work("push", server.path, check=False)
+    assert out.returncode != 0 and "*: * is owned by @platform" in out.stderr
+    assert "changed: .hgluigi" in out.stderr
+    work("strip", "-r", ".", "--config", "extensions.strip=")
+    work.write("luigi.cfg", "[core]\nparallel_scheduling = true\n")
+    work.commit("configure")
+    out = work("push", server.path, check=False)
+    assert out.returncode != 0 and "changed: luigi.cfg" in out.stderr
+    assert tip(server) == before
+
+
+def test_a_merge_brings_in_what_its_other_parent_changed(owned):
+    """A branch [luigi] branches does not build is checked too, and a clean
+    merge is judged by what it changes against the base, not ctx.files()."""
+    server, work = owned
+    server.config("[luigi]\nbranches = default\n")
+    work("branch", "scratch")
+    work.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,1.00\n", "a")
+    work.commit("scratch work")
+    out = work("push", "--new-branch", server.path, check=False)
+    assert out.returncode != 0 and "CleanSales is owned by @sales" in out.stderr
+    # allowed on scratch by a server that lets it in (warn), then merged
+    server.config("[luigi]\nacl = warn\n")
+    work("push", "--new-branch", server.path)
+    server.config("[luigi]\nacl = enforce\n")
+    work("update", "default")
+    work("merge", "scratch")
+    work.commit("merge scratch")
+    out = work("push", server.path, check=False)
+    assert out.returncode != 0 and "changed: data/raw/sales-north.csv" in out.stderr
+
+
+def test_ownership_revoked_on_the_branch_stays_revoked(owned):
+    """Owners are read at the bases and at the branch's newer heads: building on
+    an older revision does not bring back ownership taken away since."""
+    server, work = owned
+    server.config("[luigi.groups]\nplatform = %s\n" % account())
+    work.write(".hgluigi", OWNERS.replace("CleanSales = @sales",
+                                          "CleanSales = %s" % account()))
+    work.commit("CleanSales to me")
+    work("push", server.path)
+    work.write(".hgluigi", OWNERS)
+    work.commit("CleanSales back to @sales")
+    work("push", server.path)
+    server.config("[luigi.groups]\nplatform = \n")  # the account is no admin any more
+    work("update", "-r", "2")  # the revision where the account owned CleanSales
+    assert "CleanSales = %s" % account() in work("cat", ".hgluigi").stdout
+    work.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,1.00\n", "a")
+    work.commit("north, on an old revision")
+    out = work("push", "-f", server.path, check=False)
+    assert out.returncode != 0 and "CleanSales is owned by @sales" in out.stderr

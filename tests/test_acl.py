@@ -170,12 +170,13 @@ def test_at_group_matches_members_only():
     assert not allowed("alice", "Load", owners)
 
 
-def test_bare_name_matches_user_or_group():
+def test_bare_name_is_a_user_never_a_group():
     owners = parse_owners("[owners]\nLoad = data-eng\nIngest = bob\n")
-    assert allowed("data-eng", "Load", owners)              # the user
-    assert allowed("grace", "Load", owners)                 # a member of the group
+    assert allowed("data-eng", "Load", owners)               # the user
+    assert not allowed("grace", "Load", owners)              # a member of the group: no
     assert allowed("bob", "Ingest", owners)
-    assert allowed("zed", "Ingest", owners, token=("bob",))  # a group named bob
+    # a token whose groups claim says "bob" does not pass for the user bob
+    assert not allowed("zed", "Ingest", owners, token=("bob",))
     assert not allowed("alice", "Load", owners)
 
 
@@ -229,8 +230,8 @@ def test_allowed_reason_says_how(owners):
     d = decide(Identity("frank"), "IngestClicks", owners, SERVER_GROUPS)
     assert d == Decision(True, "IngestClicks", ("@data-eng", "bob"),
                          "frank owns IngestClicks (as @data-eng)")
-    d = decide(Identity("ivan"), "Report1", owners, SERVER_GROUPS)
-    assert d.reason == "ivan owns Report1 (as member of reporting)"
+    d = decide(Identity("bob"), "IngestClicks", owners, SERVER_GROUPS)
+    assert d.reason == "bob owns IngestClicks (as bob)"
 
 
 def test_denied_reason_lists_owners(owners):
@@ -251,7 +252,7 @@ def test_deny_before_allow(owners):
 def test_deny_by_group_and_star(owners):
     assert not allowed("frank", "IngestClicks", owners, deny=(("*", ("@data-eng",)),))
     assert not allowed("zed", "Anything", owners, token=("platform",),
-                       deny=(("Any*", ("platform",)),))
+                       deny=(("Any*", ("@platform",)),))
     assert not allowed("heidi", "Anything", owners, deny=(("*", ("*",)),))
     # a deny rule for another family, or other principals, does not apply
     assert allowed("heidi", "Anything", owners, deny=(("Load*", ("*",)), ("*", ("bob",))))
@@ -303,7 +304,8 @@ def test_may_force():
     assert not may_force(Identity("alice"), (), SERVER_GROUPS)
     assert may_force(Identity("alice"), ("alice",), ())
     assert may_force(Identity("heidi"), ("@platform",), SERVER_GROUPS)
-    assert may_force(Identity("zed", ("ops",)), ("ops",), ())
+    assert may_force(Identity("zed", ("ops",)), ("@ops",), ())
+    assert not may_force(Identity("zed", ("alice",)), ("alice",), ())  # a group is no user
     assert may_force(Identity("zed"), ("*",), ())
     assert not may_force(Identity("zed"), ("alice", "@platform"), SERVER_GROUPS)
     assert not may_force(Identity("Alice"), ("alice",), ())

@@ -39,7 +39,8 @@ def db(repo):
 def test_a_run_is_on_the_record_and_verifies(audited):
     records = json.loads(audit(audited, "-T", "json").stdout)
     kinds = [r["kind"] for r in records]
-    assert kinds[0] == "run-started" and kinds[-1] == "run-ended"
+    assert kinds[:2] == ["audit-started", "run-started"] and kinds[-1] == "run-ended"
+    assert records[0]["data"] == {"builds_before": 0}
     builds = [r for r in records if r["kind"] == "build" and r["data"]["status"] == "success"]
     assert len(builds) == 5
     for r in builds:  # each build: its changeset and outputs with their sha256
@@ -163,3 +164,62 @@ def test_bad_head_argument(audited):
     assert out.returncode == 255 and "is not a head hash" in out.stderr
     out = audit(audited, "abc", check=False)
     assert out.returncode == 255 and "--verify --head HASH" in out.stderr
+
+
+def _rehash(c, rows):
+    """Rewrite ``rows`` as an attacker without the key would: plain SHA-256
+    hashes, each linked to the one before."""
+    prev = "0" * 64
+    for r in rows:
+        r["prev"], r["mac"] = prev, "sha256"
+        body = {k: r[k] for k in r if k != "hash"}
+        body["data"] = json.loads(body["data"])
+        r["hash"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                                   .encode()).hexdigest()
+        c.execute("INSERT INTO audit(%s) VALUES (%s)" % (", ".join(r), ", ".join("?" * len(r))),
+                  list(r.values()))
+        prev = r["hash"]
+
+
+def test_a_chain_rewritten_without_the_key_is_found(audited):
+    """The whole chain downgraded to plain SHA-256 (consistent, but unkeyed)
+    with a record edited in the middle: with the key set, it does not pass."""
+    with db(audited) as c:
+        c.row_factory = sqlite3.Row
+        rows = [dict(r) for r in c.execute("SELECT * FROM audit ORDER BY id")]
+        c.execute("DELETE FROM audit")
+        rows[3]["actor"] = "someone-else"
+        _rehash(c, rows)
+    out = verify(audited)
+    assert out.returncode == 1
+    assert "no record is keyed although a key is set" in out.stdout
+
+
+def test_wiping_the_log_leaves_every_build_unaccounted_for(audited):
+    with db(audited) as c:
+        c.execute("DELETE FROM audit")
+        c.execute("UPDATE builds SET user = 'someone-else'")
+    out = verify(audited)
+    assert out.returncode == 1
+    assert "lineage build 1 has no audit record" in out.stdout
+    assert "5 lineage builds" in out.stdout
+
+
+def test_verify_covers_credentials_reasons_and_runs(audited):
+    with db(audited) as c:
+        c.execute("UPDATE builds SET reasons = '[]', extra = ? WHERE id = 1",
+                  (json.dumps({"credentials": {"role": "arn:aws:iam::1:role/x"}}),))
+        c.execute("UPDATE runs SET user = 'someone-else'")
+    out = verify(audited)
+    assert out.returncode == 1
+    assert "lineage build 1 differs from audit record" in out.stdout
+    assert "extra" in out.stdout and "reasons" in out.stdout
+    assert "user edited" in out.stdout and "run " in out.stdout
+
+
+def test_the_audit_key_cannot_be_a_variable_pipelines_see(audited):
+    audited.config("[luigi]\naudit-key-env = LANG\n")
+    out = audited("luigi-audit", check=False)
+    assert out.returncode == 255
+    assert "config error: luigi.audit-key-env: 'LANG' is not a variable [luigi] pass-env " \
+           "keeps from pipelines" in out.stderr

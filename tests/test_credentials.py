@@ -209,3 +209,48 @@ def test_forked_luigi_workers_get_their_own_sessions(roles_repo):
 
 def verify_ok(server):
     return server("luigi-audit", "--verify").returncode == 0
+
+
+FORGER = '''
+
+class Forger(HgTask):
+    """Asks hg for a build of a task this run does not build (and so for its
+    role), as any code of the run could."""
+    watches = ["data/forger.txt"]
+
+    def output(self):
+        return self.stamped_target("forger.json")
+
+    def run(self):
+        from hgext_luigi import context
+
+        ctx = context.current()
+        try:
+            answer = context.request(op="start-build", key="Who(name=a)", family="Who",
+                                     task_id="Who_x", params={"name": "a"},
+                                     changeset=ctx.stamp_for("Who(name=a)"))
+            got = {"build": answer.get("build"), "role": bool(answer.get("credentials"))}
+        except context.RequestError as e:
+            got = str(e)
+        with self.output().open("w") as f:
+            json.dump({"got": got}, f)
+'''
+
+
+def test_code_of_the_run_cannot_get_the_role_of_a_task_it_does_not_build(roles_repo,
+                                                                        tmp_path):
+    server = roles_repo
+    run(server)  # Who(name=a) built: the next run reuses it
+    from conftest import Repo
+
+    work = Repo(server.hg, str(tmp_path / "work"))
+    work("pull", "-u", server.path)
+    work.write("flows/__init__.py", FORGER, "a")
+    work.write("data/forger.txt", "x\n")
+    work.commit("forger")
+    work("push", server.path)
+    run(server, "--task", "Forger")  # Who is not built by this run
+    got = outputs(server, "forger.json")["got"]
+    assert got["build"] and got["role"] is False  # recorded, without a role
+    creds = [r for r in server.json("luigi-audit") if r["kind"] == "credentials"]
+    assert len(creds) == 2  # the first run's two builds of Who, nothing since

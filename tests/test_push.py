@@ -152,7 +152,8 @@ def test_gate_rejects_a_broken_pipeline_and_leaves_the_repository_unchanged(
     # on the record: the first push and its gate verdict, the refusal
     kinds = [(r["kind"], r["data"].get("verdict") or r["data"].get("reason"))
              for r in server.json("luigi-audit")]
-    assert kinds == [("gate", "ok"), ("push-accepted", None), ("push-rejected", "gate")]
+    assert kinds == [("audit-started", None), ("gate", "ok"), ("push-accepted", None),
+                     ("push-rejected", "gate")]
 
     # a pipeline with an invalid pattern is rejected too, naming the task
     clone("rollback", "-q")

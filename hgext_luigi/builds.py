@@ -6,7 +6,8 @@ records a build in lineage and the audit log, after issuing the task's
 credentials when ``[luigi.roles]`` names a role for its family;
 ``finish-build`` closes it.  Each request is checked first: a build id must be
 one this run started and not yet finished, the changeset the one planned, the
-family the planned task's; one build of a task at a time; credentials only for
+family the planned task's; one build of a task per run (run again after its
+dynamic dependencies, it goes on with a new session); credentials only for
 a task the plan builds (any code of the run can send requests: it cannot get
 the role of a task it does not build).
 """
@@ -93,14 +94,18 @@ class Builds:
         row = self.plan.get(key, {})
         if row and row["family"] != family:
             raise Refused("%s is a task of family %s, not %s" % (key, row["family"], family))
-        if key in self.open.values():
-            raise Refused("%s is already being built in this run" % key)
         builds = bool(row) and (bool(row.get("affected")) or self.force)
         issued, secret, refused = self._credentials(family, changeset, key) if builds \
             else (None, None, None)
-        build = self.store.start_build(
-            self.data["run_id"], task_id, key, family, params, changeset, row.get("base"),
-            row.get("reasons"), self.data["user"], self.data["trigger"], credentials=issued)
+        again = next((b for b, k in self.open.items() if k == key), None)
+        if again is not None:  # run() again after its dynamic dependencies: same build
+            self.store.resume_build(again, issued)
+            build = again
+        else:
+            build = self.store.start_build(
+                self.data["run_id"], task_id, key, family, params, changeset,
+                row.get("base"), row.get("reasons"), self.data["user"],
+                self.data["trigger"], credentials=issued)
         self.open[build] = key
         if refused:
             return {"build": build, "refused": refused}

@@ -324,6 +324,20 @@ class LineageStore:
             self._record_build(db, cur.lastrowid)
             return cur.lastrowid
 
+    def resume_build(self, build_id, credentials=None):
+        """A running build started again (Luigi runs a task again once the
+        dependencies its ``run()`` yielded are built), with new credentials."""
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
+            if credentials:
+                extra = dict(_loads(row["extra"], None) or {}, credentials=credentials)
+                db.execute("UPDATE builds SET extra = ? WHERE id = ?",
+                           (json.dumps(extra), build_id))
+                self._record(db, "credentials", dict(credentials, build=build_id),
+                             actor=row["user"], changeset=row["changeset"], task=row["key"],
+                             run_id=row["run_id"])
+            self._record_build(db, build_id)
+
     def finish_build(self, build_id, status, error=None, traceback=None,
                      outputs=(), inputs=(), extra=None):
         """Close a build.  ``outputs``: dicts path/size/sha256; ``inputs``: dicts

@@ -347,3 +347,30 @@ class Escape(luigi.Task):
     assert proc.returncode == 1
     assert "must stay under the plain output root" in proc.stdout
     assert not target.exists()
+
+
+FLOOD = '''import os
+from hgext_luigi import HgTask, context
+
+
+class Flood(HgTask):
+    def output(self):
+        return self.stamped_target("flood.txt")
+
+    def run(self):
+        # an endless line on the channel hg reads the run's events from
+        chunk = b"x" * (1 << 20)
+        for _ in range(64):
+            os.write(context._events_fd, chunk)
+'''
+
+
+def test_a_run_flooding_the_event_channel_is_stopped(empty_repo):
+    """hg reads event lines up to a bound: a pipeline writing an endless line
+    is stopped with a message, hg's memory stays bounded, the lock is freed."""
+    empty_repo.write("pipelines/__init__.py", FLOOD)
+    empty_repo.commit("flood")
+    proc = empty_repo("luigi-run", check=False, timeout=120)
+    assert proc.returncode == 1
+    assert "wrote an event line longer than 16777216 bytes" in proc.stderr
+    assert empty_repo("luigi-run", "--dry-run").returncode == 0  # not left locked

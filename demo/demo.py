@@ -110,7 +110,8 @@ def main():
     deploy_flow(env, repo)
     cloud = cloud_flow(env, repo)
     print("\ndemo OK: 5 tasks built, then 2 of 5 rebuilt after one file changed; the "
-          "server built each push with its pusher on record; a playbook installed the "
+          "server built each push with its pusher on record, in an audit log that "
+          "verifies; a playbook installed the "
           "artifact of the changeset%s. Repositories left in %s"
           % ("; a Step Functions workflow ran both ways" if cloud else "", OUT))
 
@@ -127,7 +128,10 @@ def server_flow(env, repo):
     subprocess.run([HG, "init", server], env=env, check=True)
     with open(os.path.join(server, ".hg", "hgrc"), "w") as f:
         f.write("[web]\nallow-push = *\npush_ssl = false\n"
-                "[luigi]\ngate = true\non-push = queue\n")
+                "[luigi]\ngate = true\non-push = queue\n"
+                # the audit chain is keyed by a variable of the server's environment
+                "audit-key-env = DEMO_AUDIT_KEY\n")
+    env = dict(env, DEMO_AUDIT_KEY=os.urandom(16).hex())
     port = free_port()
     url = "http://127.0.0.1:%d/" % port
     serve = subprocess.Popen([HG, "serve", "-R", server, "-a", "127.0.0.1", "-p", str(port)],
@@ -162,10 +166,17 @@ def server_flow(env, repo):
     hg(env, server, "luigi-queue")
     print("\n== 9. Lineage on the server, with the pusher")
     hg(env, server, "luigi-lineage")
+    print("\n== 10. The audit log: every push, queue entry, run and build, in a keyed "
+          "hash chain an auditor verifies")
+    hg(env, server, "luigi-audit", "-t", "SalesReport")
+    hg(env, server, "luigi-audit", "--head")
+    out = hg(env, server, "luigi-audit", "--verify")
+    if "no problem" not in out:
+        sys.exit("demo failed: the audit log does not verify")
 
 
 def deploy_flow(env, repo):
-    print("\n== 10. Artifact -> playbook -> load data (pipelines/deploy.py, Ansible on "
+    print("\n== 11. Artifact -> playbook -> load data (pipelines/deploy.py, Ansible on "
           "localhost)")
     for d in ("app", "deploy", "workflows"):
         shutil.copytree(os.path.join(ROOT, "demo", d), os.path.join(repo, d))
@@ -190,7 +201,7 @@ ROLE = "arn:aws:iam::123456789012:role/demo"  # moto checks the form, not the ro
 
 
 def cloud_flow(env, repo):
-    print("\n== 11. Dataset -> Step Functions workflow -> consumer (pipelines/cloud.py), "
+    print("\n== 12. Dataset -> Step Functions workflow -> consumer (pipelines/cloud.py), "
           "against a local moto_server")
     sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
     from motoserver import MotoServer, find_moto_server
@@ -216,7 +227,7 @@ def cloud_flow(env, repo):
         print("execution %s: %s, output %s" % (rec["name"], rec["status"],
                                                 json.dumps(rec["output"], sort_keys=True)))
 
-        print("\n== 12. And back: a workflow state waits (.waitForTaskToken) on a Luigi "
+        print("\n== 13. And back: a workflow state waits (.waitForTaskToken) on a Luigi "
               "build")
         sqs = moto.client("sqs")
         queue = sqs.create_queue(QueueName="luigi-callbacks")["QueueUrl"]

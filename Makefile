@@ -17,7 +17,13 @@ $(VENV)/.installed: $(BIN)/python setup.py
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-venv: $(VENV)/.installed
+# byte-compile as a regular install does (an editable one does not, and every hg
+# run would compile the extension where PYTHONDONTWRITEBYTECODE is set)
+$(VENV)/.compiled: $(VENV)/.installed $(wildcard hgext_luigi/*.py)
+	$(BIN)/python -m compileall -q hgext_luigi
+	touch $@
+
+venv: $(VENV)/.installed $(VENV)/.compiled
 
 # Build a demo repository from pipelines/, commit, run, change one file, run again
 # (only the affected tasks run), then print lineage.

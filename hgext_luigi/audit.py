@@ -117,6 +117,20 @@ class Chain:
         return record["hash"]
 
 
+def start(db, chain):
+    """Begin the chain (its ``audit-started`` record) if it is empty, before a
+    writer changes any state: the record counts the builds that came before."""
+    if db.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None:
+                chain.append(db, START, {"builds_before": _max_build(db)})
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+
 def _max_build(db):
     """The last build id of the lineage tables sharing the database (0 when
     there are none yet)."""

@@ -149,7 +149,7 @@ def _check_access(ui, repo, q, settings, ctx, node, identity, force, source):
 
 def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source=None,
                            url=None, txnid=None, **kwargs):
-    from . import acl, identity, trigger
+    from . import identity, trigger
 
     if node is None or source not in trigger.PUSH_SOURCES:
         return False
@@ -160,13 +160,16 @@ def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source
     heads = trigger.push_heads(repo, node, node_last)
     who = trigger.pusher(ui, url)
     user = trigger.acl_user(url)
-    ident = acl.Identity(user, identity.token_groups(user))
+    groups = identity.token_groups(user)
     src = trigger.describe_source(url)
     q = _queue(settings)
     try:
         for ctx in heads if enforce else ():  # every branch: a merge can bring any in
+            from . import acl
+
             force = trigger.directives(repo, ctx, node)[1]
-            _check_access(ui, repo, q, settings, ctx, node, ident, force, src)
+            _check_access(ui, repo, q, settings, ctx, node, acl.Identity(user, groups),
+                          force, src)
         for ctx in heads if gate else ():  # runs pushed code: only once access is decided
             if not trigger.branch_allowed(ui, ctx.branch()):
                 continue
@@ -185,7 +188,7 @@ def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source
             branch = ctx.branch()
             entry = {"head": ctx.hex().decode("ascii"), "force": force, "pusher": who,
                      "author": trigger.author(ctx),
-                     "identity": {"user": user, "groups": list(ident.token_groups)},
+                     "identity": {"user": user, "groups": list(groups)},
                      "branch": branch.decode("utf-8", "replace"), "source": src}
             if not trigger.branch_allowed(ui, branch):
                 entry.update(state="skipped",

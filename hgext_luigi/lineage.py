@@ -139,6 +139,8 @@ class LineageStore:
             raise StoreError("cannot open lineage store %s: %s" % (path, e))
         try:
             self._migrate()
+            if audit is not None:
+                auditmod.start(self._db, audit)
         except (sqlitedb.Error, ValueError) as e:
             self._db.close()
             raise StoreError("cannot migrate lineage store %s: %s" % (path, e))

@@ -9,7 +9,7 @@ import os
 from mercurial import error
 from mercurial.i18n import _
 
-from . import audit, config, lineage
+from . import audit, config
 
 _b = config.local
 
@@ -31,6 +31,8 @@ def chain(settings):
 
 def open_store(settings, write=True):
     """The lineage store; ``write=False`` for reading alone (no key needed)."""
+    from . import lineage  # not for the push hooks, which only queue
+
     try:
         return lineage.open_store(settings.store, settings.output_root,
                                   chain(settings) if write else None)

@@ -223,3 +223,21 @@ def test_the_audit_key_cannot_be_a_variable_pipelines_see(audited):
     assert out.returncode == 255
     assert "config error: luigi.audit-key-env: 'LANG' is not a variable [luigi] pass-env " \
            "keeps from pipelines" in out.stderr
+
+
+def test_builds_before_the_audit_log_are_counted_not_checked(tmp_path):
+    """A store written before the audit log existed: its old builds are named
+    as such; the first build recorded with the chain is checked."""
+    from hgext_luigi import audit as chain, lineage, verify as check
+
+    path, root = str(tmp_path / "lineage.db"), str(tmp_path)
+    old = lineage.open_store(path, root)
+    old.finish_build(old.start_build("r1", "T_1", "T(i=1)", "T", {"i": "1"}, "a" * 40, None,
+                                     [], "alice", "manual"), "success")
+    old.close()
+    store = lineage.open_store(path, root, chain.Chain(b"key"))
+    store.finish_build(store.start_build("r2", "T_2", "T(i=2)", "T", {"i": "2"}, "b" * 40,
+                                         None, [], "bob", "manual"), "success")
+    result = check.verify(store, b"key")
+    assert result["problems"] == [] and result["before_audit"] == 1 and result["builds"] == 1
+    store.close()

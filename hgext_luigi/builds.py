@@ -61,8 +61,12 @@ class Builds:
     (run id, revision, stamps, user, trigger, and ``identity``: who triggered
     the run as access control knows them, the credentials' SourceIdentity)."""
 
-    def __init__(self, store, settings, data):
+    def __init__(self, store, settings, data, files_of=None):
+        """``files_of(key, changeset)``: ``{"watched": {path: node}, "source":
+        {path: node}}`` of a task, read from the repository (None: not
+        recorded)."""
         self.store, self.settings, self.data = store, settings, data
+        self.files_of = files_of
         self.open = {}  # builds started by this run and not finished -> key
         self.plan = {r["key"]: r for r in data["plan"]}
         self.force = bool(data.get("force"))
@@ -105,11 +109,27 @@ class Builds:
             build = self.store.start_build(
                 self.data["run_id"], task_id, key, family, params, changeset,
                 row.get("base"), row.get("reasons"), self.data["user"],
-                self.data["trigger"], credentials=issued)
+                self.data["trigger"], credentials=issued,
+                facts=self._facts(ev.get("facts"), key, changeset))
         self.open[build] = key
         if refused:
             return {"build": build, "refused": refused}
         return {"build": build, "credentials": secret}
+
+    def _facts(self, sent, key, changeset):
+        """What the build depends on: the files from the repository (the hg
+        side reads them), configuration digests and versions from the runner."""
+        facts = {}
+        if isinstance(sent, dict):
+            for kind in ("config", "runtime"):
+                values = sent.get(kind)
+                if isinstance(values, dict) and all(
+                        isinstance(k, str) and isinstance(v, str) and len(v) < 4096
+                        for k, v in values.items()):
+                    facts[kind] = values
+        if self.files_of is not None:
+            facts.update(self.files_of(key, changeset))
+        return facts
 
     def _credentials(self, family, changeset, key):
         """(record, secret, refusal) for a build of ``family``."""

@@ -693,3 +693,58 @@ def _audit_verify(ui, store, settings, opts, verify, head):
     if not result['problems'] and not head:
         ui.note(_(b'head %s\n') % _b(audit.head(store._db) or '-'))
     return 1 if result['problems'] else 0
+
+
+@command(
+    b'luigi-why',
+    [(b'r', b'rev', b'', _(b'the build REV uses (default: tip)'), _(b'REV')),
+     (b'', b'against', b'', _(b'compare with the build REV uses'), _(b'REV')),
+     (b'', b'previous', False, _(b'compare with the previous build whose output differs '
+                                b'(the default)')),
+     (b'', b'upstream', False, _(b'explain each upstream task whose output changed, '
+                                b'in turn'))] + cmdutil.formatteropts,
+    _(b'TASK|OUTPUT [-r REV] [--against REV|--previous] [--upstream] [-T TEMPLATE]'),
+    helpcategory=command.CATEGORY_CHANGE_NAVIGATION,
+    intents={registrar.INTENT_READONLY},
+)
+def luigi_why(ui, repo, target, **opts):
+    """say what changed between two builds of a task: data, logic or runtime
+
+    Compares the build of TASK (a task key or family) at REV, or of the task
+    that produced OUTPUT, with another build of it: by default the previous
+    successful build whose output differs, or the one ``--against REV`` uses.
+    Prints, grouped:
+
+    - data: watched files added, removed or modified (``+added -removed``
+      lines for text, sizes for binary files), and upstream outputs whose
+      content changed (which task, between which changesets);
+    - logic: pipeline source files changed (with the changesets between the two
+      builds that touched them), parameters, Luigi configuration sections;
+    - runtime: Python, Luigi and hgext_luigi versions;
+    - a verdict: ``data drift``, ``logic change``, ``data drift and logic
+      change``, ``runtime change``, or ``nothing recorded changed: output
+      differs anyway (non-deterministic task?)``.
+
+    ``--upstream`` explains in turn each upstream task whose output changed,
+    down to the changed input. Builds recorded by older versions show what they
+    did not record as unknown.
+    """
+    from . import explain, stores
+
+    if opts.get('against') and opts.get('previous'):
+        raise error.InputError(_(b'--against and --previous are exclusive'))
+    settings = _settings(ui, repo)
+    if not os.path.exists(settings.store):
+        raise error.Abort(_(b'no lineage recorded yet'), hint=_(b'run hg luigi-run first'))
+    store = stores.open_store(settings, write=False)
+    try:
+        new, old = explain.resolve(ui, repo, store, settings, target, opts.get('rev'),
+                                   opts.get('against'), _resolve_output)
+        results = explain.explain(store, repo, new, old, upstream=opts.get('upstream'))
+        fm = _formatter(ui, b'luigi-why', opts)
+        for result in results:
+            explain.show(ui, fm, result)
+        fm.end()
+    finally:
+        store.close()
+    return 0

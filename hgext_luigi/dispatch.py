@@ -202,7 +202,8 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
     lines = TaskLines(ui, fm, planned, decisions)
     started = time.time()
     logpath = os.path.join(settings.state, "logs", "%s.log" % run_id)
-    final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo))
+    final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo),
+                            planner.task_files(repo, planned))
     elapsed = time.time() - started
 
     lines.finish(final)
@@ -256,7 +257,7 @@ def _run_data(repo, ctx, settings, planned, decisions, todo, force):
     }
 
 
-def _run_runner(ui, settings, store, data, logpath, lines, total):
+def _run_runner(ui, settings, store, data, logpath, lines, total, files_of=None):
     """Start ``hgext_luigi.runner`` in the tree with the allow-listed environment,
     its log in ``logpath``, and follow it.  Returns (final event, exit status)."""
     logdir = os.path.dirname(logpath)
@@ -283,7 +284,7 @@ def _run_runner(ui, settings, store, data, logpath, lines, total):
             finally:
                 for fd in child_fds:
                     os.close(fd)  # the child has its copies
-            recorder = builds.Builds(store, settings, data)
+            recorder = builds.Builds(store, settings, data, files_of)
             try:
                 return _follow(ui, proc, lines, total, _answerer(recorder, reply_w))
             finally:

@@ -48,8 +48,12 @@ CREATE TABLE IF NOT EXISTS outputs(
 CREATE INDEX IF NOT EXISTS outputs_path ON outputs(path);
 CREATE INDEX IF NOT EXISTS outputs_build ON outputs(build_id);
 CREATE TABLE IF NOT EXISTS inputs(
-    build_id INTEGER NOT NULL, task_id TEXT, key TEXT, changeset TEXT, outputs TEXT);
+    build_id INTEGER NOT NULL, task_id TEXT, key TEXT, changeset TEXT, outputs TEXT,
+    digests TEXT);
 CREATE INDEX IF NOT EXISTS inputs_build ON inputs(build_id);
+CREATE TABLE IF NOT EXISTS facts(
+    build_id INTEGER NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, value TEXT);
+CREATE INDEX IF NOT EXISTS facts_build ON facts(build_id);
 INSERT OR IGNORE INTO meta(name, value) VALUES ('schema', '%d');
 """ % SCHEMA_VERSION + auditmod.SCHEMA
 
@@ -147,7 +151,9 @@ class LineageStore:
 
     def _migrate(self):
         """Bring a schema 1 store (absolute output paths) to schema 2, in place, in
-        one transaction; a no-op once done, whoever did it."""
+        one transaction; a no-op once done, whoever did it.  Then the columns
+        added since (the digests of a build's inputs)."""
+        self._add_columns()
         if self._schema(self._db) >= 2:
             return  # without taking the write lock
         with self._tx() as db:
@@ -170,6 +176,17 @@ class LineageStore:
                                (json.dumps(new), i["id"]))
             db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('schema', ?)",
                        (str(SCHEMA_VERSION),))
+
+    def _add_columns(self):
+        """``inputs.digests`` (what each input held), absent from older stores:
+        their builds show it as unknown."""
+        def missing():
+            return "digests" not in {c["name"] for c in
+                                     self._db.execute("PRAGMA table_info(inputs)")}
+        if missing():
+            with self._tx() as db:
+                if missing():
+                    db.execute("ALTER TABLE inputs ADD COLUMN digests TEXT")
 
     @staticmethod
     def _schema(db):
@@ -307,10 +324,13 @@ class LineageStore:
     # -- builds (written by the runner) -------------------------------------
 
     def start_build(self, run_id, task_id, key, family, params, changeset, base,
-                    reasons, user, trigger, credentials=None):
+                    reasons, user, trigger, credentials=None, facts=None):
         """Record a build as running.  ``credentials``: what was issued to it
         (role, session name, assumed-role ARN, access key id, expiry; never a
-        secret), recorded with it in lineage and the audit log."""
+        secret), recorded with it in lineage and the audit log.  ``facts``:
+        what it depends on, ``{kind: {name: value}}`` (``watched`` and
+        ``source`` files with their Mercurial file node, ``config`` sections
+        with a digest, ``runtime`` versions)."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO builds(run_id, task_id, key, family, params, changeset, base,"
@@ -323,8 +343,21 @@ class LineageStore:
             if credentials:
                 self._record(db, "credentials", dict(credentials, build=cur.lastrowid),
                              actor=user, changeset=changeset, task=key, run_id=run_id)
+            db.executemany("INSERT INTO facts(build_id, kind, name, value) VALUES (?, ?, ?, ?)",
+                           [(cur.lastrowid, kind, name, value)
+                            for kind, values in sorted((facts or {}).items())
+                            for name, value in sorted(values.items())])
             self._record_build(db, cur.lastrowid)
             return cur.lastrowid
+
+    def facts(self, build_id):
+        """``{kind: {name: value}}`` recorded for a build ({} for a build of an
+        older version, which recorded none)."""
+        out = {}
+        for r in self._db.execute("SELECT kind, name, value FROM facts WHERE build_id = ?",
+                                  (build_id,)):
+            out.setdefault(r["kind"], {})[r["name"]] = r["value"]
+        return out
 
     def resume_build(self, build_id, credentials=None):
         """A running build started again (Luigi runs a task again once the
@@ -363,10 +396,11 @@ class LineageStore:
                  for o in outputs],
             )
             db.executemany(
-                "INSERT INTO inputs(build_id, task_id, key, changeset, outputs)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO inputs(build_id, task_id, key, changeset, outputs, digests)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 [(build_id, i.get("task_id"), i.get("key"), i.get("changeset"),
-                  json.dumps([self._stored(p) for p in i.get("outputs", [])]))
+                  json.dumps([self._stored(p) for p in i.get("outputs", [])]),
+                  json.dumps(i["digests"]) if i.get("digests") is not None else None)
                  for i in inputs],
             )
             self._record_build(db, build_id)
@@ -465,12 +499,15 @@ class LineageStore:
         return out
 
     def inputs(self, build_id):
+        """What a build consumed: upstream task id, key, changeset, output paths
+        and (``digests``, None when not recorded) the sha256 of each."""
         out = []
         for r in self._db.execute(
-                "SELECT task_id, key, changeset, outputs FROM inputs WHERE build_id = ?"
-                " ORDER BY key", (build_id,)):
+                "SELECT task_id, key, changeset, outputs, digests FROM inputs"
+                " WHERE build_id = ? ORDER BY key", (build_id,)):
             d = dict(r)
             d["outputs"] = [self._absolute(p) for p in _loads(d["outputs"], [])]
+            d["digests"] = _loads(d["digests"], None)
             out.append(d)
         return out
 
@@ -512,16 +549,23 @@ def build_state(db, build_id):
     outputs = [[o["path"], o["size"], o["sha256"]] for o in db.execute(
         "SELECT path, size, sha256 FROM outputs WHERE build_id = ? ORDER BY path, rowid",
         (build_id,))]
-    inputs = [[i["key"], i["changeset"], _loads(i["outputs"], [])] for i in db.execute(
-        "SELECT key, changeset, outputs FROM inputs WHERE build_id = ?"
-        " ORDER BY key, rowid", (build_id,))]
+    inputs = [[i["key"], i["changeset"], _loads(i["outputs"], [])]
+              + ([_loads(i["digests"], None)] if i["digests"] is not None else [])
+              for i in db.execute(
+                  "SELECT key, changeset, outputs, digests FROM inputs WHERE build_id = ?"
+                  " ORDER BY key, rowid", (build_id,))]
+    facts = [[f["kind"], f["name"], f["value"]] for f in db.execute(
+        "SELECT kind, name, value FROM facts WHERE build_id = ? ORDER BY kind, name",
+        (build_id,))]
     return {"build": b["id"], "run_id": b["run_id"], "user": b["user"],
             "task_id": b["task_id"], "key": b["key"], "family": b["family"],
             "params": _loads(b["params"], {}), "changeset": b["changeset"],
             "base": b["base"], "reasons": _loads(b["reasons"], []),
             "status": b["status"], "error": b["error"], "traceback": b["traceback"],
             "trigger": b["trigger"], "started": b["started"], "ended": b["ended"],
-            "extra": _loads(b["extra"], None), "outputs": outputs, "inputs": inputs}
+            "extra": _loads(b["extra"], None), "outputs": outputs, "inputs": inputs,
+            **({"facts": hashlib.sha256(json.dumps(facts).encode(
+                "utf-8", "surrogatepass")).hexdigest()} if facts else {})}
 
 
 def run_state(db, run_id):

@@ -227,3 +227,32 @@ def show(ui, planned, fm, with_ids=True):
     n = sum(1 for d in decisions if d.affected)
     fm.plain(_(b'%d of %d tasks affected at %s\n')
              % (n, len(decisions), planned.ctx.hex()[:12]))
+
+
+def task_files(repo, planned):
+    """``files_of(key, changeset)`` for the builds of a run: the files the task
+    watches and its pipeline source files at ``changeset``, with their file node
+    ids (what changed between two builds is then a comparison of node ids)."""
+    nodes = graph_nodes(planned.graph)
+    unfi = repo.unfiltered()
+
+    def files_of(key, changeset):
+        node = nodes.get(key)
+        if node is None:
+            return {}
+        try:
+            ctx = unfi[pycompat.sysbytes(changeset)]
+        except (error.RepoLookupError, error.LookupError):
+            return {}
+        mf = ctx.manifest()
+        source = {p: mf[pycompat.fsencode(p)].hex()
+                  for p in node.code if pycompat.fsencode(p) in mf}
+        watched = {}
+        if node.watches:
+            m = Matchers(repo, ctx, {key: node})._at.get((key, None))
+            if m is not None:
+                for f in mf.walk(m):
+                    watched[pycompat.fsdecode(f)] = mf[f].hex()
+        return {"watched": watched, "source": source}
+
+    return files_of

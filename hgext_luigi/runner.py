@@ -13,6 +13,7 @@ builds in lineage and the audit log and issues per-task credentials on request
 key and no long-lived credential, and only reads the lineage store.
 """
 
+import hashlib
 import logging
 import os
 import signal
@@ -95,6 +96,30 @@ def _report_errors(cls, report):
         setattr(cls, name, wrapped)
 
 
+def runtime_versions(luigi):
+    """What runs the pipeline: Python, Luigi and hgext_luigi versions."""
+    import platform
+
+    try:
+        from importlib.metadata import version
+
+        own = version("hgext_luigi")
+    except Exception:
+        own = "unknown"
+    return {"python": platform.python_version(),
+            "luigi": getattr(luigi, "__version__", None) or _dist_version("luigi"),
+            "hgext_luigi": own}
+
+
+def _dist_version(name):
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:
+        return "unknown"
+
+
 class NotStarted(RuntimeError):
     """The hg side did not record the build or issue its credentials (an STS
     error, a refusal): the task fails before any of its code runs."""
@@ -162,6 +187,7 @@ def main():
 
     store = ctx.store
     registry = luigi.task_register.Register
+    RUNTIME = runtime_versions(luigi)
 
     def changeset_of(task, key):
         return task.changeset if isinstance(task, HgTask) else ctx.stamp_for(key)
@@ -191,7 +217,8 @@ def main():
         key = task_key(task)
         answer = context.request(op="start-build", task_id=task.task_id, key=key,
                                  family=task.get_task_family(), params=str_params(task),
-                                 changeset=changeset_of(task, key))
+                                 changeset=changeset_of(task, key),
+                                 facts={"config": config_digests(task), "runtime": RUNTIME})
         return key, answer
 
     runner_pid = os.getpid()
@@ -245,12 +272,35 @@ def main():
         changeset = changeset_of(dep, key)
         built = store.success_for(dep.task_id, changeset)
         if built is not None:
-            paths = [o["path"] for o in store.outputs(built["id"])]
-        else:
-            paths = [os.path.abspath(t.path) for t in flatten(dep.output())
-                     if getattr(t, "path", None) and os.path.exists(t.path)]
+            outs = store.outputs(built["id"])
+            paths, digests = [o["path"] for o in outs], [o["sha256"] for o in outs]
+        else:  # an external input: what it holds now is what this build read
+            outs, _missing = output_digests(dep)
+            paths, digests = [o["path"] for o in outs], [o["sha256"] for o in outs]
         return {"task_id": dep.task_id, "key": key, "changeset": changeset,
-                "outputs": paths}
+                "outputs": paths, "digests": digests}
+
+    def config_digests(task):
+        """A digest of each Luigi configuration section the task reads: its
+        family's and those of the luigi.Config classes it requires."""
+        from luigi.configuration import get_config
+
+        conf = get_config()
+        sections = {task.get_task_family()} | {
+            d.get_task_family() for d in flatten(requires_of(task)) if isinstance(d, luigi.Config)}
+        out = {}
+        for name in sorted(sections):
+            if conf.has_section(name):
+                items = sorted((k, v) for k, v in conf.items(name))
+                out[name] = hashlib.sha256(repr(items).encode("utf-8", "surrogatepass")
+                                           ).hexdigest()
+        return out
+
+    def requires_of(task):
+        try:
+            return task.requires()
+        except Exception:
+            return []
 
     def fail(task, error, tb=None):
         info = getattr(task, "_hgluigi", None)

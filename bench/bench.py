@@ -18,6 +18,9 @@
    role (an ``AssumeRole`` + ``GetCallerIdentity`` per build, against
    ``moto_server``) versus the same run without roles.
 
+7. Lineage facts: builds recorded with what they depended on versus without
+   (cost per build, store size per 10,000 builds).
+
 Results are printed and written to ``bench-out/results.json``.
 """
 
@@ -225,14 +228,49 @@ def bench_ansible(rounds):
             "hg_luigi_run_s": round(t_m, 4), "ratio": round(t_m / b_m, 3)}
 
 
-def _fill(store, builds):
+FACTS = {"watched": {"data/raw/part-%d.csv" % i: "%040x" % i for i in range(5)},
+         "source": {"pipelines/sales.py": "b" * 40, "pipelines/common.py": "c" * 40},
+         "config": {"T": "d" * 64},
+         "runtime": {"python": "3.11.7", "luigi": "3.8.1", "hgext_luigi": "0.1.0"}}
+
+
+def _fill(store, builds, facts=None):
     for i in range(builds):
         b = store.start_build("run", "T_%d" % i, "T(i=%d)" % i, "T", {"i": str(i)},
-                              "a" * 40, None, ["never built"], "bench", "push")
+                              "a" * 40, None, ["never built"], "bench", "push",
+                              facts=facts)
         store.finish_build(b, "success", outputs=[
             {"path": os.path.join(store.output_root, "a" * 40, "t%d.csv" % i),
              "size": 10, "sha256": "b" * 64}],
-            inputs=[{"task_id": "U", "key": "U()", "changeset": "a" * 40, "outputs": []}])
+            inputs=[{"task_id": "U", "key": "U()", "changeset": "a" * 40, "outputs": [],
+                     "digests": [] if facts else None}])
+
+
+def bench_facts(builds):
+    """Builds recorded with what they depended on (5 watched files, 2 source
+    files, a config digest, 3 versions) vs without: cost per build, and the
+    store's size per 10,000 builds (keyed audit chain in both)."""
+    sys.path.insert(0, ROOT)
+    from hgext_luigi import audit, lineage
+
+    out = {}
+    for name, facts in (("without", None), ("with", FACTS)):
+        path = os.path.join(OUT, "facts-%s.db" % name)
+        store = lineage.open_store(path, os.path.join(OUT, "facts-out"),
+                                   audit.Chain(b"bench-key"))
+        t = time.perf_counter()
+        _fill(store, builds, facts)
+        out[name] = time.perf_counter() - t
+        store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.close()
+        out[name + "_mb_per_10000"] = round(os.path.getsize(path) / builds * 10000 / 1e6, 2)
+    return {"builds": builds, "without_s": round(out["without"], 4),
+            "with_s": round(out["with"], 4),
+            "ms_per_build_without": round(out["without"] / builds * 1000, 3),
+            "ms_per_build_with": round(out["with"] / builds * 1000, 3),
+            "ratio": round(out["with"] / out["without"], 3),
+            "mb_per_10000_without": out["without_mb_per_10000"],
+            "mb_per_10000_with": out["with_mb_per_10000"]}
 
 
 def bench_audit(records):
@@ -354,7 +392,8 @@ def main():
                "trees": bench_trees(args.files, max(3, args.rounds // 3)),
                "ansible": bench_ansible(max(3, args.rounds // 3)),
                "audit": bench_audit(args.records),
-               "roles": bench_roles(max(3, args.rounds // 3))}
+               "roles": bench_roles(max(3, args.rounds // 3)),
+               "facts": bench_facts(2500)}
     c, p, t, a = results["commit"], results["push"], results["trees"], results["ansible"]
     au, ro = results["audit"], results["roles"]
     print("hg commit, on-commit = plan vs extension disabled (median of %d):" % c["rounds"])
@@ -384,6 +423,13 @@ def main():
           "vs without (median of %d):" % ro["rounds"])
     print("  without %.3fs   with roles %.3fs   ratio %.2fx   +%.1f ms per task"
           % (ro["without_roles_s"], ro["with_roles_s"], ro["ratio"], ro["per_task_ms"]))
+    fa = results["facts"]
+    print("%d builds recorded with what they depended on vs without (keyed audit in both):"
+          % fa["builds"])
+    print("  without %.3f ms   with %.3f ms per build   ratio %.2fx   store %.1f MB -> "
+          "%.1f MB per 10,000 builds" % (fa["ms_per_build_without"], fa["ms_per_build_with"],
+                                         fa["ratio"], fa["mb_per_10000_without"],
+                                         fa["mb_per_10000_with"]))
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print("written to %s" % os.path.relpath(os.path.join(OUT, "results.json"), ROOT))

@@ -26,8 +26,11 @@ setup(
         "aws": ["boto3>=1.28"],
         # hgext_luigi.wsgi: OIDC tokens for pushes over HTTP
         "oidc": ["PyJWT[crypto]>=2.15"],
+        # OpenLineage run events of task builds (configured the client's own way)
+        "openlineage": ["openlineage-python>=1.20"],
         "test": ["pytest>=7", "pytest-timeout>=2", "pytest-xdist>=3", "ansible-core>=2.15",
-                 "boto3>=1.28", "moto[server]>=5", "PyJWT[crypto]>=2.15"],
+                 "boto3>=1.28", "moto[server]>=5", "PyJWT[crypto]>=2.15",
+                 "openlineage-python>=1.20", "jsonschema>=4"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

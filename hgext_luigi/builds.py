@@ -61,12 +61,15 @@ class Builds:
     (run id, revision, stamps, user, trigger, and ``identity``: who triggered
     the run as access control knows them, the credentials' SourceIdentity)."""
 
-    def __init__(self, store, settings, data, files_of=None):
+    def __init__(self, store, settings, data, files_of=None, lineage_events=None):
         """``files_of(key, changeset)``: ``{"watched": {path: node}, "source":
         {path: node}}`` of a task, read from the repository (None: not
-        recorded)."""
+        recorded); ``lineage_events``: an ``olevents.Emitter`` (or None) told
+        of every build."""
         self.store, self.settings, self.data = store, settings, data
         self.files_of = files_of
+        self.events = lineage_events
+        self.run = {k: data.get(k) for k in ("run_id", "rev", "user", "trigger")}
         self.open = {}  # builds started by this run and not finished -> key
         self.plan = {r["key"]: r for r in data["plan"]}
         self.force = bool(data.get("force"))
@@ -111,6 +114,7 @@ class Builds:
                 row.get("base"), row.get("reasons"), self.data["user"],
                 self.data["trigger"], credentials=issued,
                 facts=self._facts(ev.get("facts"), key, changeset))
+            self._event("start", build)
         self.open[build] = key
         if refused:
             return {"build": build, "refused": refused}
@@ -149,11 +153,40 @@ class Builds:
         return record, secret, None
 
     def close_open(self):
-        """Builds of this run still open when its runner ended: failed."""
+        """Builds of this run still open when its runner ended: failed (ABORT
+        for OpenLineage); then the events still queued get their last chance."""
         for build in list(self.open):
             self.store.finish_build(build, "failed",
                                     error="the run ended before this build finished")
             del self.open[build]
+            self._event("abort", build)
+        if self.events is not None:
+            self.events.close()
+
+    def _event(self, kind, build_id, error=None):
+        """Tell OpenLineage about a build as lineage now holds it."""
+        if self.events is None:
+            return
+        row = self.store.build(build_id)
+        facts = self.store.facts(build_id)
+        build = {"build": build_id, "key": row["key"], "family": row["family"],
+                 "task_id": row["task_id"], "changeset": row["changeset"],
+                 "branch": self.data.get("branch"), "params": row["params"],
+                 "code": sorted(facts.get("source", {})),
+                 "watches": sorted(facts.get("watched", {})),
+                 "started": row["started"], "ended": row["ended"],
+                 "traceback": row.get("traceback")}
+        if kind == "start":
+            return self.events.start(build, self.run)
+        if kind == "abort":
+            return self.events.abort(build, self.run)
+        inputs = [{"path": p, "sha256": d, "size": None, "changeset": i["changeset"],
+                   "key": i["key"]} for i in self.store.inputs(build_id)
+                  for p, d in zip(i["outputs"], i["digests"] or [None] * len(i["outputs"]))]
+        outputs = self.store.outputs(build_id)
+        if kind == "complete":
+            return self.events.complete(build, self.run, inputs, outputs)
+        return self.events.fail(build, self.run, error or row["error"], inputs, outputs)
 
     def finish(self, ev):
         build = ev.get("build")
@@ -170,4 +203,5 @@ class Builds:
                                 outputs=_outputs(ev.get("outputs", [])),
                                 inputs=_inputs(ev.get("inputs", [])), extra=extra)
         del self.open[build]
+        self._event("complete" if status == "success" else "fail", build)
         return {"ok": True}

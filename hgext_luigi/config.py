@@ -82,6 +82,7 @@ configitem(b'ansible', b'vault_password_env', default=None)
 # identity, access and audit: server-side only (a pushed changeset cannot set them)
 configitem(b'luigi', b'acl', default=b'off')
 configitem(b'luigi', b'credential-duration', default=900)
+configitem(b'luigi', b'openlineage-namespace', default=None)
 configitem(b'luigi', b'audit-key-env', default=None)
 configitem(b'luigi.acl', b'allow-force', default=list)
 configitem(b'luigi.acl.deny', b'.*', default=None, generic=True)
@@ -254,6 +255,7 @@ class Settings:
     roles: tuple
     credential_duration: int
     audit_key_env: str
+    openlineage_namespace: str
     store: str
     queue: str
     state: str
@@ -306,6 +308,8 @@ class Settings:
                          b'(arn:aws:iam::123456789012:role/name)', single=True),
             credential_duration=_duration(r),
             audit_key_env=_audit_key_env(r, pass_env),
+            openlineage_namespace=r.text(b'openlineage-namespace', br'^\S+$',
+                                         b'a namespace without spaces'),
             store=store_path(repo),
             queue=queue_path(repo),
             state=pycompat.fsdecode(state_dir(repo)),

@@ -203,7 +203,7 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
     started = time.time()
     logpath = os.path.join(settings.state, "logs", "%s.log" % run_id)
     final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo),
-                            planner.task_files(repo, planned))
+                            planner.task_files(repo, planned), _lineage_events(repo, settings))
     elapsed = time.time() - started
 
     lines.finish(final)
@@ -257,7 +257,17 @@ def _run_data(repo, ctx, settings, planned, decisions, todo, force):
     }
 
 
-def _run_runner(ui, settings, store, data, logpath, lines, total, files_of=None):
+def _lineage_events(repo, settings):
+    """The OpenLineage emitter of a run, or None (not configured: the client's
+    own ``OPENLINEAGE_URL``, ``OPENLINEAGE_CONFIG`` or ``openlineage.yml``)."""
+    from . import olevents
+
+    url = config.text(repo.ui.config(b'paths', b'default') or repo.root)
+    return olevents.Emitter.create(settings.openlineage_namespace or url, url)
+
+
+def _run_runner(ui, settings, store, data, logpath, lines, total, files_of=None,
+                lineage_events=None):
     """Start ``hgext_luigi.runner`` in the tree with the allow-listed environment,
     its log in ``logpath``, and follow it.  Returns (final event, exit status)."""
     logdir = os.path.dirname(logpath)
@@ -284,7 +294,7 @@ def _run_runner(ui, settings, store, data, logpath, lines, total, files_of=None)
             finally:
                 for fd in child_fds:
                     os.close(fd)  # the child has its copies
-            recorder = builds.Builds(store, settings, data, files_of)
+            recorder = builds.Builds(store, settings, data, files_of, lineage_events)
             try:
                 return _follow(ui, proc, lines, total, _answerer(recorder, reply_w))
             finally:

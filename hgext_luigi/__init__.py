@@ -118,6 +118,12 @@ Configuration (all in the ``[luigi]`` section):
   are never read from hg configuration: they
   come from boto3's standard chain. Default: none.
 
+``openlineage-namespace``
+  Namespace of the OpenLineage jobs of task builds (sent when the
+  openlineage-python client is configured its own way: ``OPENLINEAGE_URL``,
+  ``OPENLINEAGE_CONFIG``, ``openlineage.yml``). Default: ``paths.default``, else
+  the repository root.
+
 ``acl``
   ``off``, ``warn`` or ``enforce``: task ownership for pushes and runs. Owners
   are the ``[owners]`` section of the watches file (``Family-glob = user
@@ -187,6 +193,7 @@ _LAZY = {
     'cmdtable': ('commands', 'cmdtable'),
     'configtable': ('config', 'configtable'),
     'uipopulate': ('hooks', 'uipopulate'),
+    'extsetup': ('web', 'extsetup'),  # hgweb's /luigi/REV page
     'HgTask': ('task', 'HgTask'),
 }
 

@@ -106,6 +106,32 @@ def luigi_run(ui, repo, **opts):
     return dispatch.run(ui, repo, ctx, settings, opts, trigger="manual", fm=fm)
 
 
+def _graph(ui, repo, store, settings, rev, opts):
+    """``hg luigi-lineage -T dot`` and ``--svg FILE``."""
+    from . import graph
+
+    if opts.get('task'):
+        raise error.InputError(_(b'-T dot and --svg show REV or --output PATH'),
+                               hint=_(b'drop --task'))
+    try:
+        if opts.get('output'):
+            text = graph.output_dot(store, _resolve_output(repo, settings, opts['output']))
+        else:
+            ctx = planner.resolve_rev(repo, rev)
+            text = graph.lineage_dot(store, pycompat.sysstr(ctx.hex()))
+        if opts.get('svg'):
+            svg = graph.render_svg(text)  # before the file: nothing written on error
+            with open(pycompat.fsdecode(opts['svg']), 'wb') as f:
+                f.write(svg)
+            ui.status(_(b'wrote %s\n') % opts['svg'])
+    except graph.GraphError as e:
+        raise error.Abort(_b(str(e)), hint=_(b'-T dot prints the graph to render elsewhere')
+                          if 'dot' in str(e) else None)
+    if opts.get('template') == b'dot':
+        ui.write(text.encode('utf-8'))  # UTF-8: the graph declares charset="UTF-8"
+    return 0
+
+
 def _when(ts):
     if ts is None:
         return b'-'
@@ -169,8 +195,10 @@ def _nothing(ui, fm):
     [(b't', b'task', b'', _(b"a task's builds across revisions (family or key)"),
       _(b'NAME')),
      (b'o', b'output', b'', _(b'which task and changeset produced this file'),
-      _(b'PATH'))] + cmdutil.formatteropts,
-    _(b'[REV] [--task NAME] [--output PATH] [-T TEMPLATE]'),
+      _(b'PATH')),
+     (b'', b'svg', b'', _(b'write the lineage graph as SVG to FILE (needs graphviz)'),
+      _(b'FILE'))] + cmdutil.formatteropts,
+    _(b'[REV] [--task NAME] [--output PATH] [-T TEMPLATE|-T dot] [--svg FILE]'),
     helpcategory=command.CATEGORY_CHANGE_NAVIGATION,
     intents={registrar.INTENT_READONLY},
 )
@@ -194,6 +222,11 @@ def luigi_lineage(ui, repo, rev=None, **opts):
     when no build is recorded, or ``external`` for a ``luigi.ExternalTask``,
     whose output another system provides.
 
+    ``-T dot`` prints the lineage as a Graphviz graph instead (REV, or
+    ``--output PATH``): tasks coloured by outcome (ran, reused, failed, not
+    run), arrows to their upstream tasks labelled with the changeset each
+    output comes from; ``--svg FILE`` renders it with graphviz's ``dot``.
+
     Output paths are recorded relative to the output root, so a repository moved
     or restored elsewhere keeps its lineage.
     """
@@ -207,6 +240,8 @@ def luigi_lineage(ui, repo, rev=None, **opts):
     try:
         if not store.has_records():
             return _nothing(ui, fm)
+        if opts.get('template') == b'dot' or opts.get('svg'):
+            return _graph(ui, repo, store, settings, rev, opts)
         if opts.get('output'):
             return _by_output(ui, repo, store, settings, fm, opts['output'])
         if opts.get('task'):

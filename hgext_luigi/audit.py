@@ -120,15 +120,12 @@ class Chain:
 def start(db, chain):
     """Begin the chain (its ``audit-started`` record) if it is empty, before a
     writer changes any state: the record counts the builds that came before."""
+    from .sqlitedb import transaction
+
     if db.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None:
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             if db.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None:
                 chain.append(db, START, {"builds_before": _max_build(db)})
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
 
 def _max_build(db):

@@ -149,17 +149,6 @@ def _inputs_data(inputs):
              b'outputs': [_b(p) for p in i['outputs']]} for i in inputs]
 
 
-def _bytesify(obj):
-    """JSON data (str keys and values) as the bytes the formatter wants."""
-    if isinstance(obj, str):
-        return _b(obj)
-    if isinstance(obj, dict):
-        return {_b(str(k)): _bytesify(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_bytesify(v) for v in obj]
-    return obj
-
-
 def _write_build(fm, store, build):
     outputs = store.outputs(build['id'])
     inputs = store.inputs(build['id'])
@@ -170,7 +159,7 @@ def _write_build(fm, store, build):
             started=_when(build['started']), ended=_when(build['ended']),
             outputs=_outputs_data(outputs), inputs=_inputs_data(inputs),
             run=_b(build['run_id']), error=_b(build['error']) if build['error'] else None,
-            extra=_bytesify(build.get('extra')))
+            extra=config.local_data(build.get('extra')))
     for o in outputs:
         fm.plain(b'    output %s  %d bytes  sha256 %s\n'
                  % (_b(o['path']), o['size'] or 0, _b((o['sha256'] or '')[:12])))
@@ -670,7 +659,7 @@ def _audit_list(ui, repo, db, opts, audit):
         fm.data(changeset=_b(rec['changeset']) if rec['changeset'] else None,
                 task=_b(rec['task']) if rec['task'] else None,
                 run=_b(rec['run_id']) if rec['run_id'] else None,
-                data=_bytesify(rec['data']), prev=_b(rec['prev']), hash=_b(rec['hash']))
+                data=config.local_data(rec['data']), prev=_b(rec['prev']), hash=_b(rec['hash']))
         fm.plain(b'\n')
     fm.end()
     return 0

@@ -38,6 +38,18 @@ def local(s):
     return encoding.tolocal(text.encode('utf-8', 'surrogateescape'))
 
 
+def local_data(obj):
+    """JSON data (str keys and values) as the bytes a formatter wants, each
+    string through :func:`local`."""
+    if isinstance(obj, str):
+        return local(obj)
+    if isinstance(obj, dict):
+        return {local(str(k)): local_data(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [local_data(v) for v in obj]
+    return obj
+
+
 def text(b, errors='surrogateescape'):
     """Bytes from Mercurial (options, arguments, config values: the local
     encoding) as the ``str`` Luigi speaks; the inverse of :func:`local`."""

@@ -137,7 +137,7 @@ def show(ui, fm, result):
              % (new["build"], _b(new["changeset"][:12]), old["build"],
                 _b(old["changeset"][:12])))
     fm.data(build=new["build"], changeset=_b(new["changeset"]),
-            against=_bytes(old), depth=result["depth"])
+            against=config.local_data(old), depth=result["depth"])
     _group(fm, indent, b'data', [
         b'%s %s (%s)' % (_b(f["change"]), _b(f["path"]), _b(f["stat"]))
         for f in result["data"]["files"]] + [
@@ -155,8 +155,8 @@ def show(ui, fm, result):
     _group(fm, indent, b'runtime', [
         b'%s %s -> %s' % (_b(r["name"]), _b(str(r["from"])), _b(str(r["to"])))
         for r in result["runtime"]])
-    fm.data(data=_bytes(result["data"]), logic=_bytes(result["logic"]),
-            runtime=_bytes(result["runtime"]), unknown=_bytes(result["unknown"]),
+    fm.data(data=config.local_data(result["data"]), logic=config.local_data(result["logic"]),
+            runtime=config.local_data(result["runtime"]), unknown=config.local_data(result["unknown"]),
             outputs_differ=result["outputs_differ"])
     fm.write(b'verdict', indent + b'  verdict: %s\n', _b(result["verdict"]))
 
@@ -167,16 +167,6 @@ def _group(fm, indent, name, lines):
     fm.plain(b'%s  %s\n' % (indent, name))
     for line in lines:
         fm.plain(b'%s    %s\n' % (indent, line))
-
-
-def _bytes(obj):
-    if isinstance(obj, str):
-        return _b(obj)
-    if isinstance(obj, dict):
-        return {_b(str(k)): _bytes(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_bytes(v) for v in obj]
-    return obj
 
 
 def resolve(ui, repo, store, settings, target, rev, against, resolve_output):

@@ -122,10 +122,6 @@ class Queue:
         with self._tx() as db:
             self._record(db, kind, data, **columns)
 
-    def _row(self, db, entry_id):
-        row = db.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
-        return dict(row) if row else None
-
     def close(self):
         self._db.close()
 
@@ -188,7 +184,7 @@ class Queue:
             return 0
         with self._tx() as db:
             for r in rows:
-                entry = self._row(db, r["id"])
+                entry = self.get(r["id"])
                 if entry is None or entry["state"] != "incoming":
                     continue
                 if exists(r["head"]):
@@ -229,7 +225,7 @@ class Queue:
             db.execute("UPDATE entries SET state = 'running', owner = ?, lease_until = ?,"
                        " attempts = attempts + 1, updated = ? WHERE id = ?",
                        (owner, now + lease, now, row["id"]))
-            entry = self._row(db, row["id"])
+            entry = self.get(row["id"])
             self._record(db, "queue-taken", {"worker": owner, "attempt": entry["attempts"]},
                          entry)
             return entry
@@ -265,7 +261,7 @@ class Queue:
                            " attempts = attempts + 1, updated = ? WHERE id = ? AND state ="
                            " 'pending'", (owner, main, now, cid))
             self._record(db, "queue-coalesced", {"worker": owner, "covered": sorted(
-                {claimed, *covered} - {main})}, self._row(db, main))
+                {claimed, *covered} - {main})}, self.get(main))
         return self.get(main)
 
     def heartbeat(self, entry_id, owner, lease):
@@ -296,7 +292,7 @@ class Queue:
                 return False
             self._record(db, "queue-finished", {"state": state, "summary": summary,
                                                 "error": error},
-                         self._row(db, entry_id))
+                         self.get(entry_id))
             db.execute(
                 "UPDATE entries SET state = ?, summary = ?, error = ?, run_id ="
                 " COALESCE(?, run_id), owner = NULL, lease_until = NULL, updated = ?"
@@ -307,7 +303,7 @@ class Queue:
     def release(self, entry_id, owner):
         """Give a claimed entry back untouched (the worker is stopping)."""
         with self._tx() as db:
-            self._record(db, "queue-released", {"worker": owner}, self._row(db, entry_id))
+            self._record(db, "queue-released", {"worker": owner}, self.get(entry_id))
             db.execute("UPDATE entries SET state = 'pending', owner = NULL, lease_until ="
                        " NULL, attempts = MAX(0, attempts - 1), updated = ? WHERE"
                        " (id = ? OR covered_by = ?) AND owner = ? AND state = 'running'",
@@ -326,8 +322,8 @@ class Queue:
                 raise QueueError("queue entry %d is %s, not failed" % (entry_id, row["state"]))
             db.execute("UPDATE entries SET state = 'pending', attempts = 0, error = NULL,"
                        " covered_by = NULL, updated = ? WHERE id = ?", (time.time(), entry_id))
-            self._record(db, "queue-retry", {"pusher": self._row(db, entry_id)["pusher"]},
-                         self._row(db, entry_id), actor=actor)
+            entry = self.get(entry_id)
+            self._record(db, "queue-retry", {"pusher": entry["pusher"]}, entry, actor=actor)
         return self.get(entry_id)
 
     # -- reading ------------------------------------------------------------------

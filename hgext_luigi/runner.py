@@ -100,15 +100,9 @@ def runtime_versions(luigi):
     """What runs the pipeline: Python, Luigi and hgext_luigi versions."""
     import platform
 
-    try:
-        from importlib.metadata import version
-
-        own = version("hgext_luigi")
-    except Exception:
-        own = "unknown"
     return {"python": platform.python_version(),
             "luigi": getattr(luigi, "__version__", None) or _dist_version("luigi"),
-            "hgext_luigi": own}
+            "hgext_luigi": _dist_version("hgext_luigi")}
 
 
 def _dist_version(name):

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from conftest import free_port, wait_http
+from conftest import free_port, stop_process, wait_http
 
 AUDIENCE = "hg-test"
 REALM = "hgext_luigi"
@@ -162,11 +162,6 @@ class App:
         return "http://%s:%s@127.0.0.1:%d/" % (user, token, self.port)
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 

@@ -104,13 +104,16 @@ def touched_families(repo, base, graph, changed, settings):
         out.setdefault(ALL, []).append(settings.watches_file)
     data = [p for p in changed if p not in code and p != settings.watches_file]
     if data and nodes:
-        matches = planner.Matchers(repo, base, nodes)
-        for key, node in nodes.items():
-            if node.external or not node.watches:
-                continue
-            hits = [p for p in data if matches(key, p, changed[p], base.hex())]
-            if hits:
-                out.setdefault(node.family, []).extend(hits)
+        from . import plan
+
+        watching = {k: n for k, n in nodes.items() if not n.external and n.watches}
+        seen = plan.touched(plan.WatchIndex(watching), {p: changed[p] for p in data},
+                            planner.Matchers(repo, base, watching),
+                            pycompat.sysstr(base.hex()))
+        for key, hits in seen.items():
+            paths = [path for path, kind, how in hits if how == "watch"]
+            if paths:
+                out.setdefault(nodes[key].family, []).extend(paths)
     return {f: sorted(set(p)) for f, p in out.items()}
 
 

@@ -190,6 +190,7 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
                   b'as failed\n') % stale)
     store.begin_run(run_id, pycompat.sysstr(ctx.hex()), user, trigger,
                     scheduler or "local", rows)
+    _record_checks(store, ctx, planned, decisions)
     data = dict(_run_data(repo, ctx, settings, planned, decisions, todo, force),
                 tree=ws.path(), run_id=run_id, user=user, trigger=trigger, plan=rows,
                 identity=identity.user,
@@ -225,6 +226,17 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
         ui.warn(_(b'luigi run failed; log: %s\n') % pycompat.fsencode(logpath))
         return 1
     return 0
+
+
+def _record_checks(store, ctx, planned, decisions):
+    """Move the comparison point of every task the plan found unaffected up to
+    ``ctx``: the next plan compares from here, not from its (maybe old) build,
+    so one large commit no task watches is paid for once."""
+    from . import plan
+
+    store.record_checks(pycompat.sysstr(ctx.hex()), [
+        (d.key, d.changeset, plan.node_digest(planned.nodes[d.key]))
+        for d in decisions if not d.affected and not d.external and d.changeset])
 
 
 def _in_scope(planned):

@@ -98,7 +98,7 @@ def check_pipeline(ui, repo, ctx, settings):
     tree.check_paths(ctx)
     with planner.Workspace(ui, repo, ctx, settings) as ws:
         graph = index.load(ui, ctx, settings, ws.path)
-    planner.Matchers(repo, ctx, planner.graph_nodes(graph))
+    planner.Matchers(repo, ctx, planner.graph_nodes(graph)).check_all()
 
 
 def _reject(ui, q, ctx, who, source, e):

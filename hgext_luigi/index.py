@@ -158,6 +158,10 @@ def load(ui, ctx, settings, get_tree, tasks=()):
         ui.debug(proc.stderr)
     if not result.get("ok"):
         raise_load_error(result["error"], ctx)
+    from . import planner  # planner imports this module
+
+    # a graph is checked once, then cached: planning builds matchers lazily
+    planner.Matchers(ctx.repo(), ctx, planner.graph_nodes(result)).check_all()
     _store(ctx, settings, key, result)
     return result
 

@@ -54,6 +54,8 @@ CREATE INDEX IF NOT EXISTS inputs_build ON inputs(build_id);
 CREATE TABLE IF NOT EXISTS facts(
     build_id INTEGER NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, value TEXT);
 CREATE INDEX IF NOT EXISTS facts_build ON facts(build_id);
+CREATE TABLE IF NOT EXISTS checks(
+    key TEXT PRIMARY KEY, since TEXT NOT NULL, stamp TEXT NOT NULL, node TEXT);
 INSERT OR IGNORE INTO meta(name, value) VALUES ('schema', '%d');
 """ % SCHEMA_VERSION + auditmod.SCHEMA
 
@@ -429,37 +431,73 @@ class LineageStore:
         first: dicts with changeset, build id, outputs and the inputs consumed.
         With ``at``, the build at that changeset (if any) comes first, however
         old: what is built at a changeset stays built there."""
+        return list(Reuse(self, at, limit=limit)(key))
+
+    def _chunks(self, sql, ids, size=500):
+        """Rows of ``sql`` (with ``{ids}`` for a list of placeholders) for every
+        chunk of ``ids``: one query per few hundred builds, not one per build."""
+        ids = list(ids)
+        for i in range(0, len(ids), size):
+            part = ids[i:i + size]
+            yield from self._db.execute(sql.format(ids=",".join("?" * len(part))), part)
+
+    def reuse_candidates(self, at=None, limit=5):
+        """``{key: [(changeset, build id)]}`` for every task: its latest successful
+        build per changeset, the one at ``at`` first, then the newest."""
         rows = self._db.execute(
-            "SELECT changeset, MAX(id) AS id FROM builds WHERE key = ? AND status = 'success'"
-            " GROUP BY changeset ORDER BY MAX(ended) DESC LIMIT ?",
-            (key, limit),
-        ).fetchall()
-        if at is not None:
-            own = self._db.execute(
-                "SELECT changeset, MAX(id) AS id FROM builds WHERE key = ? AND changeset = ?"
-                " AND status = 'success' GROUP BY changeset", (key, at)).fetchall()
-            rows = own + [r for r in rows if r["changeset"] != at]
-        out = []
+            "SELECT key, changeset, MAX(id) AS id, MAX(ended) AS ended FROM builds"
+            " WHERE status = 'success' GROUP BY key, changeset").fetchall()
+        by_key = {}
         for r in rows:
-            out.append({
-                "changeset": r["changeset"],
-                "build": r["id"],
-                "outputs": [o["path"] for o in self.outputs(r["id"])],
-                "overwritten": self.overwritten(r["id"]),
-                "inputs": {i["key"]: i["changeset"] for i in self.inputs(r["id"])},
-            })
+            by_key.setdefault(r["key"], []).append(r)
+        out = {}
+        for key, builds in by_key.items():
+            builds.sort(key=lambda r: (r["ended"] or 0, r["id"]), reverse=True)
+            own = [r for r in builds if r["changeset"] == at]
+            rest = [r for r in builds if r["changeset"] != at][:limit]
+            out[key] = [(r["changeset"], r["id"]) for r in own + rest]
+        return out
+
+    def build_details(self, build_ids):
+        """``{build id: {"outputs", "overwritten", "inputs"}}``: what reusing each
+        build needs, in a few queries for all of them."""
+        out = {i: {"outputs": [], "overwritten": [], "inputs": {}} for i in build_ids}
+        for r in self._chunks("SELECT build_id, path FROM outputs WHERE build_id IN ({ids})"
+                              " ORDER BY build_id, path", out):
+            out[r["build_id"]]["outputs"].append(self._absolute(r["path"]))
+        # a path that is the same for every revision (a plain task's relative
+        # output, an absolute one) holds what a later successful build wrote
+        for r in self._chunks(
+                "SELECT DISTINCT mine.build_id, o.path FROM outputs mine"
+                " JOIN outputs o ON o.path = mine.path AND o.build_id > mine.build_id"
+                " JOIN builds b ON b.id = o.build_id AND b.status = 'success'"
+                " WHERE mine.build_id IN ({ids}) ORDER BY mine.build_id, o.path", out):
+            out[r["build_id"]]["overwritten"].append(self._absolute(r["path"]))
+        for r in self._chunks("SELECT build_id, key, changeset FROM inputs"
+                              " WHERE build_id IN ({ids})", out):
+            out[r["build_id"]]["inputs"][r["key"]] = r["changeset"]
         return out
 
     def overwritten(self, build_id):
-        """Outputs of ``build_id`` that a later successful build wrote again: a
-        path that is the same for every revision (a plain task's relative output,
-        an absolute one) holds the later content, not this build's."""
-        rows = self._db.execute(
-            "SELECT DISTINCT o.path FROM outputs mine"
-            " JOIN outputs o ON o.path = mine.path AND o.build_id > mine.build_id"
-            " JOIN builds b ON b.id = o.build_id AND b.status = 'success'"
-            " WHERE mine.build_id = ? ORDER BY o.path", (build_id,)).fetchall()
-        return [self._absolute(r["path"]) for r in rows]
+        """Outputs of ``build_id`` that a later successful build wrote again."""
+        return self.build_details([build_id])[build_id]["overwritten"]
+
+    # -- checks: how far back planning compares ------------------------------
+
+    def checks(self):
+        """``{key: (since, stamp, node)}``: the latest revision ``since`` at which a
+        run found that nothing task ``key`` depends on changed since its build at
+        ``stamp``, with the digest ``node`` of the task's definition then."""
+        return {r["key"]: (r["since"], r["stamp"], r["node"])
+                for r in self._db.execute("SELECT key, since, stamp, node FROM checks")}
+
+    def record_checks(self, since, rows):
+        """Remember ``(key, stamp, node)`` as checked at ``since``: one row per
+        task, replaced by the next run, so the store does not grow with runs."""
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO checks(key, since, stamp, node)"
+                           " VALUES (?, ?, ?, ?)",
+                           [(key, since, stamp, node) for key, stamp, node in rows])
 
     def build(self, build_id):
         row = self._db.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
@@ -538,6 +576,33 @@ class LineageStore:
         d["reasons"] = _loads(d["reasons"], [])
         d["extra"] = _loads(d["extra"], None)
         return d
+
+
+class Reuse:
+    """``history(key)`` for :func:`plan.classify`: the builds task ``key`` may
+    reuse, the one at ``at`` first, then the newest.  Reads the candidates of
+    every task and the details of each one's first in a few queries; older
+    candidates, rarely needed, one at a time.  ``digest(key)``: the task's
+    definition now (:func:`plan.node_digest`); a check recorded under another
+    definition does not count."""
+
+    def __init__(self, store, at, digest=None, limit=5):
+        self.store = store
+        self.digest = digest
+        self.candidates = store.reuse_candidates(at, limit)
+        self.details = store.build_details([c[0][1] for c in self.candidates.values()])
+        self.checks = store.checks() if digest else {}
+
+    def __call__(self, key):
+        check = self.checks.get(key)
+        for changeset, build_id in self.candidates.get(key, ()):
+            details = self.details.get(build_id)
+            if details is None:
+                details = self.store.build_details([build_id])[build_id]
+            build = dict(details, changeset=changeset, build=build_id)
+            if check and check[1] == changeset and check[2] == self.digest(key):
+                build["since"] = check[0]
+            yield build
 
 
 def build_state(db, build_id):

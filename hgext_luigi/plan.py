@@ -3,8 +3,10 @@
 The caller (``hgext_luigi.planner`` on the Mercurial side) supplies three things:
 
 - the task graph, as :class:`Node` objects (from the pipeline index);
-- ``history(key)``: the task's successful builds, newest first, each a dict with
-  ``changeset``, ``outputs`` (paths) and ``inputs`` ({upstream key: changeset});
+- ``history(key)``: the task's successful builds, the one at the revision
+  planned first, then newest first, each a dict with ``changeset``, ``outputs``
+  (paths), ``inputs`` ({upstream key: changeset}) and maybe ``since`` (a later
+  revision a run checked it against);
 - ``changes(base)``: {path: 'modified' | 'added' | 'removed'} between ``base`` and
   the revision being planned (``None`` when ``base`` is unknown to the repository),
   and ``matches(key, path, kind, base)``: whether a task watches a path.
@@ -15,7 +17,12 @@ a previous run that failed all come out right, because the only question asked i
 "does the content this task depends on differ from what its last good build saw?".
 """
 
+import hashlib
+import itertools
+import json
 import os
+import posixpath
+import re
 
 NEVER_BUILT = "never built"
 
@@ -50,6 +57,13 @@ class Node:
 
     def __repr__(self):
         return "Node(%r)" % self.key
+
+
+def node_digest(node):
+    """What a task depends on by definition (its watches and code files): a
+    check recorded under another definition says nothing about this one."""
+    blob = json.dumps([sorted(node.watches), sorted(node.code), node.external])
+    return hashlib.sha1(blob.encode("utf-8")).hexdigest()
 
 
 class Decision:
@@ -141,19 +155,93 @@ def _describe(path, kind, base):
     return "%s %s since %s" % (path, kind, short(base))
 
 
-def _direct_reasons(node, build, changed, matches, outputs_exist):
-    """Why ``node`` must rebuild relative to ``build``, or [] when it need not."""
-    base = build["changeset"]
-    if changed is None:
-        return ["base %s is not in this repository" % short(base)]
-    reasons = []
-    code = set(node.code)
+# Mercurial's pattern kinds (``hg help patterns``) whose paths sit under a fixed
+# directory; any other kind (re:, relglob:, set:, ...) may match anywhere
+_ROOTED = {"glob", "rootglob", "path", "filepath", "rootfilesin"}
+_KINDS = _ROOTED | {"re", "relglob", "relpath", "relre", "listfile", "listfile0", "set",
+                    "include", "subinclude"}
+_GLOB_META = re.compile(r"[*?\[{\\]")
+
+
+def watch_prefix(pattern):
+    """The directory (or file) under which every path ``pattern`` matches lies,
+    or ``""`` when it may match anywhere.  Errs towards ``""``: the index built
+    from it only narrows which tasks' matchers are asked."""
+    kind, sep, rest = pattern.partition(":")
+    if not sep or kind not in _KINDS:
+        kind, rest = "glob", pattern
+    if kind not in _ROOTED:
+        return ""
+    if kind in ("glob", "rootglob"):
+        meta = _GLOB_META.search(rest)
+        if meta:
+            rest = rest[:meta.start()].rpartition("/")[0]
+    if rest.startswith("/") or not rest:
+        return ""
+    rest = posixpath.normpath(rest)
+    if rest == "." or rest == ".." or rest.startswith("../"):
+        return ""
+    return rest
+
+
+class WatchIndex:
+    """Which tasks a changed path can concern: its pipeline code's users and the
+    tasks with a ``watches`` pattern rooted at one of its parent directories
+    (or anywhere).  Planning then asks ``matches`` about those tasks only, so
+    its cost follows the paths changed, not tasks x paths."""
+
+    def __init__(self, nodes):
+        self._under = {}
+        self._code = {}
+        for key, node in nodes.items():
+            for prefix in {watch_prefix(p) for p in node.watches}:
+                self._under.setdefault(prefix, []).append(key)
+            for path in node.code:
+                self._code.setdefault(path, []).append(key)
+
+    def code_users(self, path):
+        return self._code.get(path, ())
+
+    def watchers(self, path):
+        """Keys whose watches may match ``path``, each once."""
+        found = dict.fromkeys(self._under.get("", ()))
+        cut = 0
+        while cut >= 0:
+            cut = path.find("/", cut + 1)
+            for key in self._under.get(path if cut < 0 else path[:cut], ()):
+                found[key] = None
+        return found
+
+
+def touched(index, changed, matches, base):
+    """``{key: [(path, kind, how)]}``, ``how`` being "code" or "watch", for the
+    paths of ``changed`` ({path: kind}) in sorted order: what each task sees
+    change since ``base``."""
+    out = {}
     for path in sorted(changed):
         kind = changed[path]
-        if path in code:
-            reasons.append("pipeline code " + _describe(path, kind, base))
-        elif node.watches and matches(node.key, path, kind, base):
-            reasons.append(_describe(path, kind, base))
+        users = index.code_users(path)
+        for key in users:
+            out.setdefault(key, []).append((path, kind, "code"))
+        for key in index.watchers(path):
+            if key not in users and matches(key, path, kind, base):
+                out.setdefault(key, []).append((path, kind, "watch"))
+    return out
+
+
+def _direct_reasons(node, build, seen, since, outputs_exist):
+    """Why ``node`` must rebuild relative to ``build``, or [] when it need not.
+    ``seen``: what :func:`touched` found for it since ``since`` (None when that
+    revision is unknown)."""
+    base = build["changeset"]
+    if seen is None:
+        return ["base %s is not in this repository" % short(since)]
+    reasons = []
+    for path, kind, how in seen.get(node.key, ()):
+        if how == "code":
+            reasons.append("pipeline code " + _describe(path, kind, since))
+        elif node.watches:
+            reasons.append(_describe(path, kind, since))
     missing = [p for p in build.get("outputs", []) if not outputs_exist(p)]
     if missing:
         reasons.append("output %s of the build at %s is missing" % (missing[0], short(base)))
@@ -163,21 +251,20 @@ def _direct_reasons(node, build, changed, matches, outputs_exist):
     return reasons
 
 
-def _external_reasons(nodes, node, decisions, build, changed, matches):
+def _external_reasons(nodes, node, seen, since):
     """Watched files of the external tasks ``node`` requires (an ``ExternalTask``
-    listed in the watches file) that changed since ``build``: Luigi cannot run
+    listed in the watches file) that changed since ``since``: Luigi cannot run
     those tasks, so the change lands on their dependents."""
-    if changed is None:
+    if seen is None:
         return []
     reasons = []
     for u in node.requires:
         ext = nodes[u]
         if not (ext.external and ext.watches):
             continue
-        for path in sorted(changed):
-            if matches(u, path, changed[path], build["changeset"]):
-                reasons.append("input of external %s: %s"
-                               % (u, _describe(path, changed[path], build["changeset"])))
+        for path, kind, how in seen.get(u, ()):
+            if how == "watch":
+                reasons.append("input of external %s: %s" % (u, _describe(path, kind, since)))
     return reasons
 
 
@@ -195,27 +282,33 @@ def _mark_externals(nodes, node, decisions, reasons, rev):
             d.reasons = sorted(set(kept) | set(mine))
 
 
-def _candidates(builds, rev, count):
-    """The builds to try reusing: the one at ``rev`` itself first (what is built
-    stays built, however much was built since), then the ``count`` newest."""
-    own = [b for b in builds if b["changeset"] == rev][:1]
-    return own + [b for b in builds if b["changeset"] != rev][:count]
-
-
 def classify(nodes, roots, rev, history, changes, matches, force=False,
              outputs_exist=os.path.exists, candidates=3):
     """Classify every task reachable from ``roots`` at ``rev``.
+
+    ``history(key)`` yields the task's successful builds to try reusing, best
+    first: the build at ``rev`` itself (what is built stays built), then the
+    newest.  A build may carry ``since``: a later revision at which a run found
+    nothing it depends on changed, so only what changed after that is compared.
 
     Returns the decisions in dependency order (upstream first).
     """
     order = toposort(nodes, roots)
     decisions = {}
-    change_cache = {}
+    index = WatchIndex(nodes)
+    seen_cache = {}
 
-    def changed_since(base):
-        if base not in change_cache:
-            change_cache[base] = changes(base)
-        return change_cache[base]
+    def seen_since(build):
+        """(what changed per task, the revision compared with) for ``build``."""
+        for since in (build.get("since"), build["changeset"]):
+            if not since:
+                continue
+            if since not in seen_cache:
+                changed = changes(since)
+                seen_cache[since] = (None if changed is None
+                                     else touched(index, changed, matches, since))
+            if seen_cache[since] is not None or since == build["changeset"]:
+                return seen_cache[since], since
 
     for key in order:
         node = nodes[key]
@@ -227,25 +320,25 @@ def classify(nodes, roots, rev, history, changes, matches, force=False,
             decisions[key] = Decision(key, node.family, True, True, rev, None,
                                       ["rebuild of every task requested (--all)"])
             continue
-        builds = _candidates(history(key), rev, candidates)
+        builds = itertools.islice(history(key), candidates + 1)  # read as needed
+        first = next(builds, None)
         upstream = [u for u in node.requires if decisions[u].affected]
-        if not builds:
+        if first is None:
             reasons = [NEVER_BUILT] + ["upstream %s affected" % u for u in upstream]
             decisions[key] = Decision(key, node.family, True, True, rev, None, reasons)
             continue
         chosen = None
         first_reasons = None
-        for build in builds:
-            reasons = _direct_reasons(node, build, changed_since(build["changeset"]),
-                                      matches, outputs_exist)
-            reasons += _external_reasons(nodes, node, decisions, build,
-                                         changed_since(build["changeset"]), matches)
+        for build in itertools.chain([first], builds):
+            seen, since = seen_since(build)
+            reasons = _direct_reasons(node, build, seen, since, outputs_exist)
+            reasons += _external_reasons(nodes, node, seen, since)
             for u in node.requires:
                 d = decisions[u]
                 if d.external or d.affected:
                     continue
-                seen = build.get("inputs", {}).get(u)
-                if seen is not None and seen != d.changeset:
+                consumed = build.get("inputs", {}).get(u)
+                if consumed is not None and consumed != d.changeset:
                     reasons.append("upstream %s rebuilt at %s since %s"
                                    % (u, short(d.changeset), short(build["changeset"])))
             if first_reasons is None:
@@ -258,7 +351,7 @@ def classify(nodes, roots, rev, history, changes, matches, force=False,
                 key, node.family, False, False, chosen["changeset"], chosen["changeset"],
                 ["nothing it depends on changed since %s" % short(chosen["changeset"])])
             continue
-        base = (chosen or builds[0])["changeset"]
+        base = (chosen or first)["changeset"]
         direct = chosen is None
         if direct:
             _mark_externals(nodes, node, decisions, first_reasons, rev)

@@ -7,7 +7,7 @@ Mercurial matchers for ``watches``) and shows the result.
 
 import re
 
-from mercurial import error, match as matchmod, pycompat, scmutil
+from mercurial import error, match as matchmod, pathutil, pycompat, scmutil
 from mercurial.i18n import _
 
 from . import config, index, lineage, plan, tree as treemod
@@ -63,23 +63,48 @@ class Workspace:
         self.release()
 
 
+# pattern kinds that read files named by the pattern: a pushed changeset must
+# not make the server read its files (``listfile:/etc/...``)
+_FILE_READING = (b'listfile:', b'listfile0:', b'include:', b'subinclude:')
+
+
 class Matchers:
-    """``watches`` of every task as Mercurial matchers; filesets (``set:``) are
-    evaluated at the planned revision and, for removed files, at the base."""
+    """``watches`` of every task as Mercurial matchers, each built the first
+    time a path could concern its task; filesets (``set:``) are evaluated at the
+    planned revision and, for removed files, at the base.  Matching never
+    touches the filesystem.  :meth:`check_all` builds every one, so a broken
+    pattern shows when the pipeline is loaded rather than when a file changes."""
 
     def __init__(self, repo, ctx, nodes):
         self.repo = repo
         self.ctx = ctx
         self.nodes = nodes
         self._at = {}
-        for key, node in nodes.items():
+        self._auditor = pathutil.pathauditor(repo.root, realfs=False, cached=True)
+
+    def check_all(self):
+        for key, node in self.nodes.items():
             if node.watches:
-                self._at[(key, None)] = self._build(key, ctx)
+                self.get(key)
+        return self
+
+    def get(self, key, base=None):
+        """The matcher of ``key`` at the planned revision, or at ``base``."""
+        m = self._at.get((key, base))
+        if m is None and self.nodes[key].watches:
+            ctx = self.ctx if base is None else self.repo.unfiltered()[base]
+            m = self._at[(key, base)] = self._build(key, ctx)
+        return m
 
     def _build(self, key, ctx):
         pats = [pycompat.fsencode(p) for p in self.nodes[key].watches]
         try:
-            m = matchmod.match(self.repo.root, b'', pats, ctx=ctx, default=b'glob')
+            for p in pats:
+                if p.startswith(_FILE_READING):
+                    raise error.Abort(_(b'%s patterns read files outside the revision')
+                                      % p.split(b':')[0])
+            m = matchmod.match(self.repo.root, b'', pats, ctx=ctx, default=b'glob',
+                               auditor=self._auditor)
             m(b'')  # compile lazily built regexes now, so errors show here
             return m
         except (error.Abort, error.ParseError, re.error, ValueError, TypeError) as e:
@@ -91,7 +116,9 @@ class Matchers:
                               hint=_(b'see hg help patterns and hg help filesets'))
 
     def __call__(self, key, path, kind=None, base=None):
-        m = self._at.get((key, None))
+        if key not in self.nodes:
+            return False
+        m = self.get(key)
         if m is None:
             return False
         bpath = pycompat.fsencode(path)
@@ -99,10 +126,7 @@ class Matchers:
             return True
         if kind == 'removed' and base and any(p.startswith('set:')
                                                for p in self.nodes[key].watches):
-            mb = self._at.get((key, base))
-            if mb is None:
-                mb = self._at[(key, base)] = self._build(key, self.repo.unfiltered()[base])
-            return mb(bpath)
+            return self.get(key, pycompat.sysbytes(base))(bpath)
         return False
 
 
@@ -166,9 +190,9 @@ def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
             store = lineage.open_store(settings.store, settings.output_root)
         try:
             rev = pycompat.sysstr(ctx.hex())
-            decisions = plan.classify(
-                nodes, wanted, rev, lambda key: store.successes(key, at=rev),
-                changes_since(repo, ctx), matches, force=force)
+            reuse = lineage.Reuse(store, rev, lambda key: plan.node_digest(nodes[key]))
+            decisions = plan.classify(nodes, wanted, rev, reuse, changes_since(repo, ctx),
+                                      matches, force=force)
         finally:
             if own_store:
                 store.close()
@@ -212,6 +236,7 @@ def show(ui, planned, fm, with_ids=True):
         decisions = [d for d in decisions if d.key in keep]
     width = max([len(d.key) for d in decisions] + [4])
     fm.plain(b'%-*s  %-10s  %-12s  %s\n' % (width, b'TASK', b'STATUS', b'STAMP', b'WHY'))
+    with_ids = with_ids and not fm.isplain()  # ids need Luigi: only for -T
     for d in decisions:
         fm.startitem()
         if with_ids:
@@ -249,7 +274,7 @@ def task_files(repo, planned):
                   for p in node.code if pycompat.fsencode(p) in mf}
         watched = {}
         if node.watches:
-            m = Matchers(repo, ctx, {key: node})._at.get((key, None))
+            m = Matchers(repo, ctx, {key: node}).get(key)
             if m is not None:
                 for f in mf.walk(m):
                     watched[pycompat.fsdecode(f)] = mf[f].hex()

@@ -140,3 +140,23 @@ def test_server_repository_without_working_directory_plans_tip(demo, hg, tmp_pat
     tip = hg("log", "-r", "tip", "-T", "{node}", cwd=server).stdout
     tasks = hg.json("luigi-affected", cwd=server)
     assert {t["changeset"] for t in tasks} == {tip}
+
+
+def test_after_a_large_unrelated_commit_a_run_moves_the_comparison_forward(demo):
+    """A run that finds a task unaffected records where it looked: the next plan
+    compares from there, the stamp stays the build's."""
+    base = demo("log", "-r", ".", "-T", "{node}").stdout
+    demo("luigi-run")
+    for i in range(50):
+        demo.write("vendor/lib%02d.txt" % i, "v%d\n" % i)
+    checked = demo.commit("vendored files no task watches")
+    assert "0 ran, 5 reused" in demo("luigi-run").stdout
+    demo.write("data/raw/sales-north.csv", "2026-11-09,Widget,1,9.99\n", "a")
+    demo.commit("north sales")
+    tasks = demo.affected()
+    north = tasks["CleanSales(region=north)"]
+    assert north["base"] == base  # the build it is compared with stays the same
+    assert north["reasons"] == ["data/raw/sales-north.csv modified since %s" % checked[:12]]
+    for key in ("CleanSales(region=south)", "DocsIndex()"):
+        assert not tasks[key]["affected"] and tasks[key]["changeset"] == base
+        assert tasks[key]["reasons"] == ["nothing it depends on changed since %s" % base[:12]]

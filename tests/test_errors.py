@@ -69,6 +69,23 @@ class Bad(HgTask):
     assert "no lineage recorded yet" in empty_repo("luigi-lineage", check=False).stdout
 
 
+def test_watch_patterns_that_read_server_files_are_refused(empty_repo, tmp_path):
+    secret = tmp_path / "server-only.txt"
+    secret.write_text("data/**\n")
+    empty_repo.write("pipelines/__init__.py", HEADER + '''
+class Peek(HgTask):
+    watches = ["listfile:%s"]
+    def output(self):
+        return self.stamped_target("peek")
+''' % secret)
+    empty_repo.commit("a pattern naming a server file")
+    proc = empty_repo("luigi-affected", check=False)
+    assert proc.returncode == 255
+    assert ("abort: invalid pattern in watches of Peek(): listfile patterns read files "
+            "outside the revision") in proc.stderr
+    assert "hg help patterns" in proc.stderr
+
+
 def test_dependency_cycle(empty_repo):
     empty_repo.write("pipelines/__init__.py", HEADER + '''
 class A(HgTask):

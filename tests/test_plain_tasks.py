@@ -206,3 +206,20 @@ def test_a_missing_external_input_is_reported_not_reused(empty_repo):
     assert rows["Raw()"].startswith("not run") and "its output is missing" in rows["Raw()"]
     assert rows["Upper()"].startswith("not run")
     assert "an input it needs is missing" in rows["Upper()"]
+
+
+def test_a_task_watching_more_is_compared_from_its_build_again(empty_repo):
+    """A run found Count() unaffected after notes/ changed; then .hgluigi makes it
+    watch notes/ too: it must see that change, not just what changed since the
+    run (whose check was made under the old watches)."""
+    repo = empty_repo
+    plain_repo(repo)
+    repo("luigi-run")
+    repo.write("notes/n.txt", "a note\n")
+    repo.commit("a note no task watches")
+    assert set(outcomes(repo).values()) == {"reused"}
+    repo.write(".hgluigi", WATCHES + "Count = notes/**\n")
+    repo.commit("Count reads the notes")
+    count = {t["key"]: t for t in repo.json("luigi-affected")}["Count()"]
+    assert count["affected"]
+    assert any(r.startswith("notes/n.txt added since") for r in count["reasons"])

@@ -176,3 +176,108 @@ def test_plan_module_imports_neither_mercurial_nor_luigi():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- scale: which tasks a path can concern, and how far back to compare ----------
+
+@pytest.mark.parametrize("pattern, prefix", [
+    ("data/g03/t00003/**", "data/g03/t00003"),
+    ("data/*.csv", "data"),
+    ("raw/n.csv", "raw/n.csv"),
+    ("glob:docs/**/*.md", "docs"),
+    ("path:data/x/", "data/x"),
+    ("rootfilesin:conf", "conf"),
+    ("**/*.csv", ""),          # any directory
+    ("*.cfg", ""),             # files at the top
+    ("re:^data/.*", ""),       # kinds that match anywhere
+    ("relglob:*.csv", ""),
+    ("set:added()", ""),
+    ("data/{a,b}/x", "data"),
+    ("./data/../conf/x", "conf/x"),
+    ("../outside/**", ""),     # never narrower than Mercurial's own reading
+    ("/abs/path", ""),
+    ("unknownkind:x/y", "unknownkind:x/y"),  # not a kind: a glob of that name
+])
+def test_watch_prefix(pattern, prefix):
+    assert plan.watch_prefix(pattern) == prefix
+
+
+def test_watch_index_asks_only_tasks_rooted_above_a_path():
+    nodes = graph()
+    nodes["Any()"] = plan.Node("Any()", "Any", [], ["re:.*\\.csv$"], ["p/any.py"])
+    index = plan.WatchIndex(nodes)
+    assert set(index.watchers("raw/n.csv")) == {"Clean(n)", "Any()"}
+    assert set(index.watchers("docs/a/b.md")) == {"Docs()", "Any()"}
+    assert set(index.watchers("vendor/x.txt")) == {"Any()"}
+    assert list(index.code_users("p/clean.py")) == ["Clean(n)", "Clean(s)"]
+
+
+def test_a_large_unwatched_change_asks_no_matcher():
+    nodes = graph()
+    asked = []
+
+    def counting(key, path, kind=None, base=None):
+        asked.append(path)
+        return matches(nodes)(key, path, kind, base)
+
+    changed = {"vendor/%04d.txt" % i: "added" for i in range(5000)}
+    changed["raw/n.csv"] = "modified"
+    out = {d.key: d for d in plan.classify(nodes, ROOTS, REV, built_at(BASE),
+                                           lambda b: changed, counting)}
+    assert asked == ["raw/n.csv"]
+    assert out["Clean(n)"].affected and not out["Docs()"].affected
+
+
+def test_a_check_moves_the_comparison_forward():
+    """A run at CHECKED found Docs() unaffected since its build at OLDER: the
+    next plan compares from CHECKED, so what changed between OLDER and CHECKED
+    (already found irrelevant) is not looked at again; the stamp stays OLDER."""
+    nodes = graph()
+    checked = "d" * 40
+    asked = []
+
+    def hist(key):
+        build = {"changeset": OLDER, "outputs": [], "inputs": {}}
+        return [dict(build, since=checked)] if key == "Docs()" else [build]
+
+    def changes(base):
+        asked.append(base)
+        return {"docs/new.md": "added"} if base == checked else {}
+
+    out = run(nodes, hist, changes)
+    assert out["Docs()"].affected and out["Docs()"].base == OLDER
+    assert out["Docs()"].reasons == ["docs/new.md added since %s" % checked[:12]]
+    assert sorted(asked) == sorted([OLDER, checked])
+    assert not out["Clean(n)"].affected and out["Clean(n)"].changeset == OLDER
+
+
+def test_a_check_at_an_unknown_revision_falls_back_to_the_build():
+    nodes = graph()
+
+    def hist(key):
+        return [{"changeset": BASE, "outputs": [], "inputs": {}, "since": "e" * 40}]
+
+    out = run(nodes, hist, lambda b: None if b == "e" * 40 else {"raw/s.csv": "modified"})
+    assert out["Clean(s)"].reasons == ["raw/s.csv modified since %s" % BASE[:12]]
+    assert not out["Clean(n)"].affected
+
+
+def test_history_is_read_only_as_far_as_needed():
+    nodes = graph()
+    read = []
+
+    def hist(key):
+        for cs in (BASE, OLDER, "f" * 40):
+            read.append((key, cs))
+            yield {"changeset": cs, "outputs": [], "inputs": {}}
+
+    run(nodes, hist, lambda b: {})
+    assert all(cs == BASE for _, cs in read)  # the first build was reusable
+
+
+def test_node_digest_follows_watches_and_code():
+    a = plan.Node("A()", "A", [], ["x/**"], ["p/a.py"])
+    assert plan.node_digest(a) == plan.node_digest(plan.Node("A()", "A", ["B()"], ["x/**"],
+                                                             ["p/a.py"]))
+    assert plan.node_digest(a) != plan.node_digest(plan.Node("A()", "A", [], ["x/**", "y"],
+                                                             ["p/a.py"]))

@@ -6,8 +6,10 @@ PYTEST_ARGS ?=
 # two test processes (the machines have 2 cores); a file's tests stay together,
 # as some examples write fixed paths.  PARALLEL= runs them one at a time.
 PARALLEL ?= -n 2 --dist loadfile
+# benchmark sizes: small medium (make bench), large (make bench SIZE=large)
+SIZE ?= small medium
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench bench-features venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +35,13 @@ demo: venv
 test: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q $(PARALLEL) tests $(PYTEST_ARGS)
 
+# scale: synthetic repositories, a table, BENCHMARKS.md (benchmarks/run.py)
 bench: venv
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/bench.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/run.py $(SIZE)
+
+# features on the demo pipeline: hooks, trees, playbooks, audit, credentials, facts
+bench-features: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/features.py
 
 clean:
 	rm -rf $(VENV) demo-out bench-out *.egg-info

@@ -80,6 +80,109 @@ class All(HgTask):
 '''
 
 
+BARE = '''"""The same graph in plain Luigi, outside any repository: the floor that
+``hg luigi-run`` is compared with."""
+
+import os
+import time
+
+import luigi
+
+TASKS = {tasks}
+LAYERS = {layers}
+PER_LAYER = TASKS // LAYERS
+OUT = os.environ["BARE_OUT"]
+
+
+def layer_of(idx):
+    return idx // PER_LAYER
+
+
+class Node(luigi.Task):
+    idx = luigi.IntParameter()
+    group = luigi.Parameter()
+
+    def requires(self):
+        layer = layer_of(self.idx)
+        if layer == 0:
+            return []
+        base = (layer - 1) * PER_LAYER
+        first = base + (self.idx * 7) % PER_LAYER
+        second = base + (self.idx * 13 + 1) % PER_LAYER
+        return [node(i) for i in sorted({{first, second}})]
+
+    def output(self):
+        return luigi.LocalTarget(os.path.join(OUT, "node-%05d.txt" % self.idx))
+
+    def run(self):
+        time.sleep(0.02)
+        with self.output().open("w") as f:
+            f.write("%d\\n" % self.idx)
+
+
+def node(idx):
+    return Node(idx=idx, group=group_of(idx))
+
+
+def group_of(idx):
+    return "g%02d/t%05d" % (idx % 97, idx)
+
+
+class All(luigi.Task):
+    def requires(self):
+        last = (LAYERS - 1) * PER_LAYER
+        return [node(i) for i in range(last, TASKS)]
+
+    def output(self):
+        return luigi.LocalTarget(os.path.join(OUT, "all.txt"))
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write("done\\n")
+'''
+
+
+# -- the graph, as the pipelines above build it (for the oracle) ---------------
+
+def per_layer(tasks):
+    return tasks // LAYERS
+
+
+def requires_of(idx, tasks):
+    n = per_layer(tasks)
+    layer = idx // n
+    if layer == 0:
+        return []
+    base = (layer - 1) * n
+    return sorted({base + (idx * 7) % n, base + (idx * 13 + 1) % n})
+
+
+def group_of(idx):
+    return "g%02d/t%05d" % (idx % 97, idx)
+
+
+def key_of(idx):
+    return "Node(idx=%d, group=%s)" % (idx, group_of(idx))
+
+
+def task_of_path(path):
+    """The task index whose directory holds ``path``, or None."""
+    parts = path.split("/")
+    if len(parts) >= 4 and parts[0] == "data" and parts[2].startswith("t"):
+        return int(parts[2][1:])
+    return None
+
+
+def last_layer(tasks):
+    return list(range((LAYERS - 1) * per_layer(tasks), tasks))
+
+
+def data_file(i, tasks):
+    """The i-th watched data file, in the directory of task ``i % tasks``."""
+    task = i % tasks
+    return os.path.join("data", "g%02d" % (task % 97), "t%05d" % task, "f%06d.csv" % i)
+
+
 def hg(path, *args):
     subprocess.run(["hg", "-R", path] + list(args), check=True, stdout=subprocess.DEVNULL)
 
@@ -93,7 +196,8 @@ def write(path, text):
 def generate(size, path):
     """The repository: the pipeline and F files (a share under each task's
     directory, the rest elsewhere), then a large commit no task watches, then a
-    1-file change to one task's data.  Returns the revisions of interest."""
+    1-file change to one task's data; ``.hg/bare.py`` is the same graph in plain
+    Luigi.  Returns the sizes."""
     files, tasks = SIZES[size]
     subprocess.run(["hg", "init", path], check=True)
     write(os.path.join(path, "pipelines", "__init__.py"),
@@ -101,23 +205,48 @@ def generate(size, path):
     write(os.path.join(path, ".hg", "hgrc"), "[luigi]\nroots = All\n")
     watched = files // 2
     for i in range(watched):
-        task = i % tasks
-        write(os.path.join(path, "data", "g%02d" % (task % 97), "t%05d" % task,
-                           "f%06d.csv" % i), "%d,%d\n" % (i, task))
+        write(os.path.join(path, data_file(i, tasks)), "%d,%d\n" % (i, i % tasks))
     hg(path, "commit", "-A", "-q", "-m", "pipeline and watched data", "-u", "gen")
+    revs = {"data": tip(path)}
     others = max(0, files - watched - 1000)
     for i in range(others):
         write(os.path.join(path, "docs", "d%03d" % (i % 500), "p%06d.md" % i), "page %d\n" % i)
     if others:
         hg(path, "commit", "-A", "-q", "-m", "unwatched documents", "-u", "gen")
+        revs["docs"] = tip(path)
     for i in range(1000):  # the large unrelated commit
         write(os.path.join(path, "vendor", "v%02d" % (i % 50), "x%05d.txt" % i), "%d\n" % i)
     hg(path, "commit", "-A", "-q", "-m", "a large commit no task watches", "-u", "gen")
-    target = os.path.join(path, "data", "g%02d" % (3 % 97), "t%05d" % 3, "f%06d.csv" % 3)
-    with open(target, "a") as f:
-        f.write("3,3,changed\n")
-    hg(path, "commit", "-q", "-m", "one data file of task 3", "-u", "gen")
-    return {"files": files, "tasks": tasks}
+    revs["vendor"] = tip(path)
+    touch(path, [data_file(3, tasks)], "one data file of task 3")
+    revs["one-file"] = tip(path)
+    with open(os.path.join(path, ".hg", "bare.py"), "w") as f:
+        f.write(BARE.format(tasks=tasks, layers=LAYERS))
+    return {"files": files, "tasks": tasks, "watched": watched, "revs": revs}
+
+
+def tip(path):
+    return subprocess.run(["hg", "-R", path, "log", "-r", ".", "-T", "{node}"], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def touch(path, files, message, tag="changed"):
+    """Commit a line appended to each of ``files``."""
+    for rel in files:
+        with open(os.path.join(path, rel), "a") as f:
+            f.write("%s\n" % tag)
+    hg(path, "commit", "-q", "-m", message, "-u", "gen")
+
+
+def files_of_tasks(tasks, watched, chosen, count):
+    """Up to ``count`` watched data files of the tasks ``chosen``."""
+    out = []
+    for i in range(watched):
+        if i % tasks in chosen:
+            out.append(data_file(i, tasks))
+            if len(out) == count:
+                break
+    return out
 
 
 def main():

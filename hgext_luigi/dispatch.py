@@ -113,9 +113,21 @@ def warn_dirty(ui, repo, ctx):
 
 
 def _targets(planned):
+    """What the run was asked for: the roots, or the tasks ``--task`` names."""
     keys = planned.selected if planned.selected is not None else planned.roots
-    return [{"family": planned.tasks[k]["family"], "params": planned.tasks[k]["params"],
-             "key": k} for k in keys]
+    return [_target(planned, k) for k in keys]
+
+
+def _target(planned, key):
+    t = planned.tasks[key]
+    return {"family": t["family"], "params": t["params"], "key": key}
+
+
+def _luigi_targets(planned, todo):
+    """What Luigi is handed: the affected tasks alone.  It then checks the
+    outputs of their requirements and stops there, instead of walking (and
+    scheduling) every reused task of a large graph from the roots."""
+    return [_target(planned, d.key) for d in todo]
 
 
 def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, report=None,
@@ -194,7 +206,8 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
     data = dict(_run_data(repo, ctx, settings, planned, decisions, todo, force),
                 tree=ws.path(), run_id=run_id, user=user, trigger=trigger, plan=rows,
                 identity=identity.user,
-                targets=targets, workers=workers, scheduler=scheduler)
+                targets=_luigi_targets(planned, todo), workers=workers,
+                scheduler=scheduler)
 
     fm = fm or ui.formatter(b'luigi-run', {})
     ui.status(_(b'building %d of %d tasks at %s (%s scheduler)\n')
@@ -452,7 +465,7 @@ class TaskLines:
                 outcome = "not run"
                 why = luigi_outcome.get(d.key)
                 error_msg = _NOT_RUN.get(why, why.replace("_", " ") if why else None)
-            if task_id is None:
+            if task_id is None and not self.fm.isplain():  # ids need Luigi: for -T only
                 task_id = planner.task_id(self.planned, d)
             self._write(d, outcome, task_id, None, error_msg)
 

@@ -5,6 +5,7 @@ nodes, per-task history from the lineage store, ``status`` between two revisions
 Mercurial matchers for ``watches``) and shows the result.
 """
 
+import bisect
 import re
 
 from mercurial import error, match as matchmod, pathutil, pycompat, scmutil
@@ -260,6 +261,7 @@ def task_files(repo, planned):
     ids (what changed between two builds is then a comparison of node ids)."""
     nodes = graph_nodes(planned.graph)
     unfi = repo.unfiltered()
+    listed = {}  # changeset -> (manifest, its sorted paths): read once per run
 
     def files_of(key, changeset):
         node = nodes.get(key)
@@ -269,15 +271,35 @@ def task_files(repo, planned):
             ctx = unfi[pycompat.sysbytes(changeset)]
         except (error.RepoLookupError, error.LookupError):
             return {}
-        mf = ctx.manifest()
+        if changeset not in listed:
+            mf = ctx.manifest()
+            listed[changeset] = (mf, list(mf))
+        mf, paths = listed[changeset]
         source = {p: mf[pycompat.fsencode(p)].hex()
                   for p in node.code if pycompat.fsencode(p) in mf}
         watched = {}
         if node.watches:
             m = Matchers(repo, ctx, {key: node}).get(key)
-            if m is not None:
-                for f in mf.walk(m):
+            for f in _under(paths, {plan.watch_prefix(p) for p in node.watches}):
+                if m(f):
                     watched[pycompat.fsdecode(f)] = mf[f].hex()
         return {"watched": watched, "source": source}
 
     return files_of
+
+
+def _under(paths, prefixes):
+    """The paths of the sorted list ``paths`` that are, or lie under, one of
+    ``prefixes`` (all of them for ``""``): a task's watches need not be matched
+    against the whole manifest."""
+    if "" in prefixes:
+        return paths
+    out = []
+    for prefix in sorted(prefixes):
+        p = pycompat.fsencode(prefix)
+        i = bisect.bisect_left(paths, p)
+        if i < len(paths) and paths[i] == p:
+            out.append(p)
+        # b'/' sorts just before b'0': the range of p/...
+        out.extend(paths[bisect.bisect_left(paths, p + b'/'):bisect.bisect_left(paths, p + b'0')])
+    return sorted(set(out))

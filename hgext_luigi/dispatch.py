@@ -144,7 +144,7 @@ def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, rep
     workers = opts.get("workers") or settings.workers
     sched = opts.get("scheduler")
     scheduler = pycompat.sysstr(sched) if sched else settings.scheduler
-    if trigger == "manual":
+    if trigger == "manual" and not opts.get("rev"):  # -r REV: not the working directory
         warn_dirty(ui, repo, ctx)
     if scheduler and not opts.get("dry_run"):
         check_scheduler(scheduler)

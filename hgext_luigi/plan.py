@@ -184,18 +184,38 @@ def watch_prefix(pattern):
     return rest
 
 
+def watch_rule(pattern):
+    """``(prefix, form)``: :func:`watch_prefix`, and how far the prefix alone
+    decides a match, as Mercurial's matcher does: ``"under"`` for ``DIR/**`` and
+    ``path:DIR`` (DIR itself or any path under it), ``"exact"`` for a glob
+    without wildcards (that path alone), None when only the matcher can tell.
+    (``tests/test_affected.py`` holds this against Mercurial's own matcher.)"""
+    prefix = watch_prefix(pattern)
+    kind, sep, rest = pattern.partition(":")
+    if not sep or kind not in _KINDS:
+        kind, rest = "glob", pattern
+    if not prefix:
+        return prefix, None
+    if kind == "glob" and rest == prefix + "/**":
+        return prefix, "under"
+    if rest == prefix and kind in ("glob", "path"):
+        return prefix, "exact" if kind == "glob" else "under"
+    return prefix, None
+
+
 class WatchIndex:
     """Which tasks a changed path can concern: its pipeline code's users and the
     tasks with a ``watches`` pattern rooted at one of its parent directories
     (or anywhere).  Planning then asks ``matches`` about those tasks only, so
-    its cost follows the paths changed, not tasks x paths."""
+    its cost follows the paths changed, not tasks x paths; patterns the prefix
+    decides alone (``dir/**``, a plain path) need no matcher at all."""
 
     def __init__(self, nodes):
         self._under = {}
         self._code = {}
         for key, node in nodes.items():
-            for prefix in {watch_prefix(p) for p in node.watches}:
-                self._under.setdefault(prefix, []).append(key)
+            for prefix, form in {watch_rule(p) for p in node.watches}:
+                self._under.setdefault(prefix, []).append((key, form))
             for path in node.code:
                 self._code.setdefault(path, []).append(key)
 
@@ -203,14 +223,20 @@ class WatchIndex:
         return self._code.get(path, ())
 
     def watchers(self, path):
-        """Keys whose watches may match ``path``, each once."""
-        found = dict.fromkeys(self._under.get("", ()))
+        """``{key: True}`` for tasks whose watches match ``path`` for certain,
+        ``{key: None}`` for those a matcher must decide; each key once."""
+        found = {}
         cut = 0
-        while cut >= 0:
+        while True:
+            sub = "" if cut == 0 else path if cut < 0 else path[:cut]
+            for key, form in self._under.get(sub, ()):
+                if form is None:
+                    found.setdefault(key, None)
+                elif form == "under" or cut < 0:  # "exact": the path itself
+                    found[key] = True
+            if cut < 0:
+                return found
             cut = path.find("/", cut + 1)
-            for key in self._under.get(path if cut < 0 else path[:cut], ()):
-                found[key] = None
-        return found
 
 
 def touched(index, changed, matches, base):
@@ -223,8 +249,8 @@ def touched(index, changed, matches, base):
         users = index.code_users(path)
         for key in users:
             out.setdefault(key, []).append((path, kind, "code"))
-        for key in index.watchers(path):
-            if key not in users and matches(key, path, kind, base):
+        for key, certain in index.watchers(path).items():
+            if key not in users and (certain or matches(key, path, kind, base)):
                 out.setdefault(key, []).append((path, kind, "watch"))
     return out
 

@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 
 from mercurial import error, hg, pathutil, pycompat, ui as uimod, vfs as vfsmod
 from mercurial.i18n import _
@@ -219,16 +220,28 @@ def snapshot(path):
     """A digest of every entry under ``path`` as it is on disk (name, type,
     size, mode, mtime): pipeline code runs with its tree as current directory
     and may write into it, and what it wrote must never reach the build of
-    another changeset (another pusher's) that recycles or reuses the tree."""
+    another changeset (another pusher's) that recycles or reuses the tree.
+    One ``lstat`` per entry (from ``scandir``), nothing else per file: this is
+    paid twice per run on trees of 100,000 files."""
     h = hashlib.sha256()
-    for top, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in [b'.'] + sorted(dirs) + sorted(files):
-            full = os.path.join(top, name) if name != b'.' else top
-            st = os.lstat(full)
-            h.update(b'%s\0%o\0%d\0%d\n' % (os.path.relpath(full, path), st.st_mode,
-                                              st.st_size, st.st_mtime_ns))
+    st = os.lstat(path)
+    h.update(b'.\0%o\0%d\0%d\n' % (st.st_mode, st.st_size, st.st_mtime_ns))
+    _snapshot_dir(path, b'', h)
     return h.hexdigest().encode('ascii')
+
+
+def _snapshot_dir(top, rel, h):
+    with os.scandir(top) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    subdirs = []
+    for e in entries:
+        st = e.stat(follow_symlinks=False)
+        h.update(b'%s%s\0%o\0%d\0%d\n' % (rel, e.name, st.st_mode, st.st_size,
+                                            st.st_mtime_ns))
+        if stat.S_ISDIR(st.st_mode):
+            subdirs.append(e)
+    for e in subdirs:
+        _snapshot_dir(e.path, rel + e.name + b'/', h)
 
 
 def _mark_ready(base, node, written):

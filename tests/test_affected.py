@@ -160,3 +160,30 @@ def test_after_a_large_unrelated_commit_a_run_moves_the_comparison_forward(demo)
     for key in ("CleanSales(region=south)", "DocsIndex()"):
         assert not tasks[key]["affected"] and tasks[key]["changeset"] == base
         assert tasks[key]["reasons"] == ["nothing it depends on changed since %s" % base[:12]]
+
+
+PATTERNS = ["data/x/**", "data/x", "path:data/x", "data/*.csv", "data/x/**/*.csv",
+            "rootfilesin:data", "re:^data/x.*", "relglob:*.csv", "glob:data/x/**",
+            "data/{x,y}/a", "data/x/", "./data/x", "data/ü/**", "*.csv", "**/*.csv"]
+PATHS = ["data/x", "data/x/a", "data/x/a/b.csv", "data/xy", "data/a.csv", "data",
+         "data/y/a", "data/ü/f", "top.csv", "other/x.csv"]
+
+
+def test_the_watch_index_agrees_with_mercurials_matcher():
+    """Planning decides plain paths and DIR/** without a matcher, and skips tasks
+    whose patterns are rooted elsewhere: both must read patterns as Mercurial does."""
+    from mercurial import match as matchmod, pathutil
+
+    from hgext_luigi import plan
+
+    auditor = pathutil.pathauditor(b"/repo", realfs=False, cached=True)
+    for pattern in PATTERNS:
+        m = matchmod.match(b"/repo", b"", [pattern.encode("utf-8")], default=b"glob",
+                           auditor=auditor)
+        index = plan.WatchIndex({"T()": plan.Node("T()", "T", [], [pattern])})
+        for path in PATHS:
+            hg_says = bool(m(path.encode("utf-8")))
+            ours = index.watchers(path).get("T()", False)
+            if ours is None:  # the matcher decides
+                continue
+            assert ours == hg_says, (pattern, path, hg_says)

@@ -224,8 +224,30 @@ def test_a_large_unwatched_change_asks_no_matcher():
     changed["raw/n.csv"] = "modified"
     out = {d.key: d for d in plan.classify(nodes, ROOTS, REV, built_at(BASE),
                                            lambda b: changed, counting)}
-    assert asked == ["raw/n.csv"]
+    assert asked == []  # plain paths and dir/** decide alone, as Mercurial would
     assert out["Clean(n)"].affected and not out["Docs()"].affected
+
+
+@pytest.mark.parametrize("pattern, form", [
+    ("data/x/**", "under"), ("raw/n.csv", "exact"), ("path:data/x", "under"),
+    ("data/*.csv", None), ("data/x/**/*.csv", None), ("rootfilesin:data", None),
+    ("re:data/.*", None), ("data//x/**", None), ("./data/x", None), ("data/x/", None),
+])
+def test_watch_rule_decides_alone_only_what_mercurial_would(pattern, form):
+    assert plan.watch_rule(pattern)[1] == form
+
+
+def test_watchers_follow_mercurials_reading_of_simple_patterns():
+    nodes = {
+        "T()": plan.Node("T()", "T", [], ["data/x/**"]),
+        "P()": plan.Node("P()", "P", [], ["data/x"]),
+        "G()": plan.Node("G()", "G", [], ["data/*.csv"]),
+    }
+    index = plan.WatchIndex(nodes)
+    assert index.watchers("data/x") == {"T()": True, "P()": True, "G()": None}
+    assert index.watchers("data/x/a/b.csv") == {"T()": True, "G()": None}
+    assert index.watchers("data/xy") == {"G()": None}
+    assert index.watchers("other") == {}
 
 
 def test_a_check_moves_the_comparison_forward():

@@ -65,6 +65,8 @@ class Context:
         # since deleted) must not satisfy it
         row = self.plan.get(key)
         must_build = key in self.force or bool(row and row.get("affected"))
+        if not must_build and row and row.get("changeset") == changeset:
+            return True  # the plan reuses its build at that changeset (under the run lock)
         run_id = self.run_id if must_build else None
         return store.has_success(task_id, changeset, run_id=run_id)
 

@@ -93,26 +93,48 @@ def _read(path):
         return []
 
 
+def _graph_file(settings, key, nodes):
+    """Where the graph for these file nodes is kept: a file of its own, so a
+    plan reads one graph, not every graph cached for these settings."""
+    blob = json.dumps(nodes, sort_keys=True).encode("utf-8")
+    stem = os.path.basename(_cache_file(settings, key))[:-len(".json")]
+    return os.path.join(settings.state, "index", "%s-%s.json"
+                        % (stem, hashlib.sha1(blob).hexdigest()[:16]))
+
+
 def cached(ctx, settings, key):
     """The cached graph valid for ``ctx``, or None."""
     entries = _read(_cache_file(settings, key))
     for entry in entries:
         if _filenodes(ctx, entry["files"]) == entry["nodes"]:
-            return entry["graph"]
+            graph = _read(_graph_file(settings, key, entry["nodes"]))
+            if isinstance(graph, dict) and "tasks" in graph:
+                return graph
     return None
 
 
-def _store(ctx, settings, key, graph):
-    path = _cache_file(settings, key)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    entry = {"nodes": _filenodes(ctx, graph["files"]), "files": graph["files"],
-             "graph": graph}
-    entries = [e for e in _read(path) if e["nodes"] != entry["nodes"]]
-    entries = [entry] + entries[: _KEEP - 1]
+def _write(path, data):
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".graph-")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(entries, f)
+        json.dump(data, f)
     os.replace(tmp, path)
+
+
+def _store(ctx, settings, key, graph):
+    """Keep ``graph`` for the nodes of its files; the list of the ``_KEEP``
+    latest (files and nodes alone) says which graph file serves a revision."""
+    path = _cache_file(settings, key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    entry = {"nodes": _filenodes(ctx, graph["files"]), "files": graph["files"]}
+    _write(_graph_file(settings, key, entry["nodes"]), graph)
+    entries = [e for e in _read(path) if e["nodes"] != entry["nodes"]]
+    for old in entries[_KEEP - 1:]:
+        try:
+            os.unlink(_graph_file(settings, key, old["nodes"]))
+        except OSError:
+            pass
+    _write(path, [entry] + [{"nodes": e["nodes"], "files": e["files"]}
+                            for e in entries[: _KEEP - 1]])
 
 
 def load(ui, ctx, settings, get_tree, tasks=()):

@@ -92,7 +92,8 @@ def luigi_run(ui, repo, **opts):
 
     The pipeline code runs as of REV, from a tree materialized under
     ``.hg/luigi/trees`` (updated incrementally from an earlier one), in a
-    subprocess; uncommitted changes in the working directory are not built.
+    subprocess; uncommitted changes in the working directory are not built
+    (without -r, a dirty working directory gets a warning).
 
     Ends with one line per task (``ran``, ``reused``, ``failed``, ``not run``)
     and exits with status 1 when any task failed or could not run. Luigi's own

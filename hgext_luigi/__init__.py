@@ -40,6 +40,11 @@ Configuration (all in the ``[luigi]`` section):
 ``workers``
   Luigi worker processes. Default: 1.
 
+``block-size``
+  Affected tasks handed to one ``luigi.build`` call: a run of more goes in
+  blocks, upstream first (Luigi's scheduler slows down with every task it
+  holds). Default: 1000.
+
 ``on-commit``
   ``off``, ``plan`` (print the affected tasks after each commit) or ``run``
   (build them after each commit). Default: ``off``.

@@ -69,6 +69,7 @@ configitem(b'luigi', b'output-root', default=None)
 configitem(b'luigi', b'plain-output-root', default=None)
 configitem(b'luigi', b'scheduler', default=None)
 configitem(b'luigi', b'workers', default=1)
+configitem(b'luigi', b'block-size', default=1000)
 configitem(b'luigi', b'on-commit', default=b'off')
 configitem(b'luigi', b'watches-file', default=b'.hgluigi')
 configitem(b'luigi', b'python', default=None)
@@ -240,6 +241,7 @@ class Settings:
     plain_output_root: str
     scheduler: str
     workers: int
+    block_size: int
     on_commit: bytes
     on_push: bytes
     gate: bool
@@ -290,6 +292,7 @@ class Settings:
                                else os.path.join(output_root, 'plain')),
             scheduler=r.text(b'scheduler', _URL, b'a URL like http://host:8082'),
             workers=r.number(b'workers', int, 1),
+            block_size=r.number(b'block-size', int, 1),
             on_commit=r.choice(b'on-commit', ON_COMMIT),
             on_push=r.choice(b'on-push', ON_PUSH),
             gate=r.bool(b'gate'),

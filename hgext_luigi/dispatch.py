@@ -124,9 +124,10 @@ def _target(planned, key):
 
 
 def _luigi_targets(planned, todo):
-    """What Luigi is handed: the affected tasks alone.  It then checks the
-    outputs of their requirements and stops there, instead of walking (and
-    scheduling) every reused task of a large graph from the roots."""
+    """What Luigi is handed: the affected tasks alone, upstream first (the
+    runner builds them in blocks of that order).  It then checks the outputs
+    of their requirements and stops there, instead of walking (and scheduling)
+    every reused task of a large graph from the roots."""
     return [_target(planned, d.key) for d in todo]
 
 
@@ -207,6 +208,8 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
                 tree=ws.path(), run_id=run_id, user=user, trigger=trigger, plan=rows,
                 identity=identity.user,
                 targets=_luigi_targets(planned, todo), workers=workers,
+                needs={d.key: planned.nodes[d.key].requires for d in todo},
+                block_size=settings.block_size,
                 scheduler=scheduler)
 
     fm = fm or ui.formatter(b'luigi-run', {})

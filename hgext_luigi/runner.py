@@ -343,38 +343,99 @@ def main():
         _refuse_unrecorded(registry.get_task_cls(family))
     _report_errors(HgTask, fail_broken)
 
-    targets = []
-    for t in data["targets"]:
-        cls = registry.get_task_cls(t["family"])
-        targets.append(cls.from_str_params(t["params"]))
-
     options = {"detailed_summary": True, "workers": max(1, int(data.get("workers") or 1)),
                "no_lock": True}
     if data.get("scheduler"):
         options["scheduler_url"] = data["scheduler"]
     else:
         options["local_scheduler"] = True
-    emit(event="scheduling", count=len(targets))
-    try:
-        result = luigi.build(targets, **options)
-    except Exception as e:
-        emit(event="error", message="luigi failed: %s: %s" % (type(e).__name__, e))
-        traceback.print_exc()
-        return 2
-    from luigi.execution_summary import _partition_tasks
+    emit(event="scheduling", count=len(data["targets"]))
+    results = Results(data.get("needs", {}))
+    for block in blocks(data["targets"], int(data.get("block_size") or BLOCK_SIZE)):
+        ready = results.ready(block)
+        if not ready:
+            continue
+        tasks = [registry.get_task_cls(t["family"]).from_str_params(t["params"])
+                 for t in ready]
+        try:
+            result = luigi.build(tasks, **options)
+        except Exception as e:
+            emit(event="error", message="luigi failed: %s: %s" % (type(e).__name__, e))
+            traceback.print_exc()
+            return 2
+        results.add(result, task_key)
+    emit(event="done", succeeded=results.succeeded, status=results.status,
+         luigi=results.outcome, summary=results.summary, ids=results.ids)
+    return 0 if results.succeeded else 1
 
-    parts = _partition_tasks(result.worker)
-    outcome = {}
-    for name, tasks in parts.items():
-        for task in tasks:
-            key = task_key(task)
-            if name == "still_pending" and key in outcome:
-                continue  # keep the more precise sub-status
-            outcome[key] = name
-    ids = {task_key(t): t.task_id for tasks in parts.values() for t in tasks}
-    emit(event="done", succeeded=bool(result.scheduling_succeeded),
-         status=str(result.status), luigi=outcome, summary=result.summary_text, ids=ids)
-    return 0 if result.scheduling_succeeded else 1
+
+# Luigi's scheduler looks through the tasks it holds each time it hands one out,
+# so one luigi.build of 10,000 tasks costs O(n^2); the affected tasks go to it in
+# blocks of this many, in dependency order
+BLOCK_SIZE = 1000
+
+
+def blocks(targets, size):
+    """``targets`` (upstream first) in blocks of ``size``: every task a block
+    needs is in it or in an earlier one, so each ``luigi.build`` finds the
+    earlier blocks' outputs complete."""
+    for i in range(0, len(targets), size):
+        yield targets[i:i + size]
+
+
+class Results:
+    """What the blocks of one run came to, merged; and which targets a later
+    block must leave alone because a task they need did not complete (Luigi
+    would otherwise run a failed task again as a dependency)."""
+
+    DONE = ("completed", "already_done")
+
+    def __init__(self, needs):
+        self.needs = needs  # key -> keys it requires
+        self.outcome = {}
+        self.ids = {}
+        self.blocked = {}  # key -> why its dependents are not run
+        self.succeeded = True
+        self.status = "SUCCESS"
+        self.summaries = []
+
+    def ready(self, block):
+        out = []
+        for t in block:
+            stop = [self.blocked[k] for k in self.needs.get(t["key"], ()) if k in self.blocked]
+            if stop:
+                why = ("upstream_missing_dependency" if "still_pending_ext" in stop
+                       else "upstream_failure")
+                self.outcome[t["key"]] = self.blocked[t["key"]] = why
+                self.succeeded = False
+            else:
+                out.append(t)
+        return out
+
+    def add(self, result, task_key):
+        from luigi.execution_summary import _partition_tasks
+
+        parts = _partition_tasks(result.worker)
+        for name, tasks in parts.items():
+            for task in tasks:
+                key = task_key(task)
+                self.ids[key] = task.task_id
+                if name == "still_pending" and key in self.outcome:
+                    continue  # keep the more precise sub-status
+                self.outcome[key] = name
+        for key, name in self.outcome.items():
+            if name not in self.DONE:
+                self.blocked.setdefault(key, name)
+        if not result.scheduling_succeeded:
+            self.succeeded = False
+            self.status = str(result.status)
+        elif self.succeeded:
+            self.status = str(result.status)
+        self.summaries.append(result.summary_text)
+
+    @property
+    def summary(self):
+        return "\n".join(self.summaries)
 
 
 if __name__ == "__main__":

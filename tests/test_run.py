@@ -1,6 +1,7 @@
 """hg luigi-run on real repositories: exactly the affected subgraph, stamped outputs."""
 
 import glob
+import json
 import os
 import re
 
@@ -312,3 +313,76 @@ def test_json_summary(demo):
     assert {r["outcome"] for r in rows} == {"ran"}
     for r in rows:
         assert set(r) >= {"key", "task", "family", "changeset", "outcome", "seconds"}
+
+
+BLOCKS = '''import luigi
+from hgext_luigi import HgTask
+
+
+class Leaf(HgTask):
+    n = luigi.IntParameter()
+    watches = ["data/{n}.txt"]
+
+    def output(self):
+        return self.stamped_target("leaf-%d.txt" % self.n)
+
+    def run(self):
+        if self.n == 1:
+            raise ValueError("leaf 1 is broken")
+        with self.output().open("w") as f:
+            f.write("%d\\n" % self.n)
+
+
+class Mid(HgTask):
+    n = luigi.IntParameter()
+
+    def requires(self):
+        return Leaf(n=self.n)
+
+    def output(self):
+        return self.stamped_target("mid-%d.txt" % self.n)
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write("mid\\n")
+
+
+class Top(HgTask):
+    def requires(self):
+        return [Mid(n=n) for n in range(3)]
+
+    def output(self):
+        return self.stamped_target("top.txt")
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write("top\\n")
+'''
+
+
+def test_a_run_in_blocks_builds_the_same_and_stops_what_needs_a_failure(empty_repo):
+    """[luigi] block-size 1: one luigi.build per task, upstream first.  What a
+    failed task's dependents see in later blocks is the failure, not a second
+    attempt at the failed task."""
+    repo = empty_repo
+    repo.config("[luigi]\nroots = Top\nblock-size = 1\n")
+    repo.write("pipelines/__init__.py", BLOCKS)
+    for n in range(3):
+        repo.write("data/%d.txt" % n, "%d\n" % n)
+    repo.commit("three leaves, one broken")
+    proc = repo("luigi-run", "-T", "json", check=False)
+    assert proc.returncode == 1
+    rows = {r["key"]: r for r in json.loads(proc.stdout)}
+    assert {k: r["outcome"] for k, r in rows.items()} == {
+        "Leaf(n=0)": "ran", "Leaf(n=1)": "failed", "Leaf(n=2)": "ran",
+        "Mid(n=0)": "ran", "Mid(n=1)": "not run", "Mid(n=2)": "ran", "Top()": "not run"}
+    assert rows["Mid(n=1)"]["error"] == "an upstream task failed"
+    assert rows["Top()"]["error"] == "an upstream task failed"
+    builds = [b for b in repo.json("luigi-lineage", "--task", "Leaf")
+              if b["key"] == "Leaf(n=1)"]
+    assert [b["status"] for b in builds] == ["failed"]  # tried once
+    # fixed: the next run in blocks builds what is left
+    repo.write("pipelines/__init__.py", BLOCKS.replace("self.n == 1", "self.n == 99"))
+    repo.commit("fixed")
+    out = {r["key"]: r["outcome"] for r in repo.json("luigi-run")}
+    assert out["Top()"] == "ran" and out["Leaf(n=1)"] == "ran"

@@ -34,6 +34,8 @@ def local(s):
         return b''
     if isinstance(s, bytes):
         return s
+    if isinstance(s, str) and s.isascii() and s.isprintable():  # nothing to escape
+        return s.encode('ascii')
     text = _CONTROL.sub(_escape_control, str(s))
     return encoding.tolocal(text.encode('utf-8', 'surrogateescape'))
 

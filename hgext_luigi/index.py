@@ -21,6 +21,7 @@ from mercurial.node import hex as hexnode
 from . import config, sandbox
 
 _KEEP = 8  # cached graphs per settings
+_PLANNING = 1  # the form of what plan.planning_facts() adds to a cached graph
 
 
 def pipeline_env(settings, extra=None):
@@ -65,7 +66,7 @@ def cache_key(settings, tasks=()):
     settings, the ``--task`` arguments, the interpreter, what the pipeline sees
     of the environment and the Luigi configuration files outside the tree."""
     env = sandbox.filter_env(os.environ, settings.pass_env)
-    return dict(settings.index_settings(), tasks=list(tasks),
+    return dict(settings.index_settings(), tasks=list(tasks), planning=_PLANNING,
                 interpreter=_interpreter(settings.python),
                 env=sandbox.env_digest(env), luigi_config=_outside_config(env))
 
@@ -180,10 +181,14 @@ def load(ui, ctx, settings, get_tree, tasks=()):
         ui.debug(proc.stderr)
     if not result.get("ok"):
         raise_load_error(result["error"], ctx)
-    from . import planner  # planner imports this module
+    from . import plan, planner  # planner imports this module
 
-    # a graph is checked once, then cached: planning builds matchers lazily
-    planner.Matchers(ctx.repo(), ctx, planner.graph_nodes(result)).check_all()
+    # a graph is checked once, then cached with what planning derives from each
+    # task's definition; planning builds matchers lazily
+    nodes = planner.graph_nodes(result)
+    planner.Matchers(ctx.repo(), ctx, nodes).check_all()
+    for t in result["tasks"]:
+        t.update(plan.planning_facts(nodes[t["key"]]))
     _store(ctx, settings, key, result)
     return result
 

@@ -43,10 +43,11 @@ class Node:
     """A task in the graph, identified by ``key`` (family and parameters without the
     changeset; stable across revisions)."""
 
-    __slots__ = ("key", "family", "requires", "watches", "code", "external", "params")
+    __slots__ = ("key", "family", "requires", "watches", "code", "external", "params",
+                 "digest", "rules")
 
     def __init__(self, key, family, requires=(), watches=(), code=(), external=False,
-                 params=None):
+                 params=None, digest=None, rules=None):
         self.key = key
         self.family = family
         self.requires = list(requires)
@@ -54,6 +55,9 @@ class Node:
         self.code = list(code)
         self.external = external
         self.params = dict(params or {})
+        # precomputed node_digest() and watch rules (kept with a cached graph)
+        self.digest = digest
+        self.rules = rules
 
     def __repr__(self):
         return "Node(%r)" % self.key
@@ -62,8 +66,18 @@ class Node:
 def node_digest(node):
     """What a task depends on by definition (its watches and code files): a
     check recorded under another definition says nothing about this one."""
+    if node.digest:
+        return node.digest
     blob = json.dumps([sorted(node.watches), sorted(node.code), node.external])
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()
+
+
+def planning_facts(node):
+    """What planning derives from a task's definition alone, to keep with the
+    task graph: ``{"digest": ..., "rules": [[prefix, form], ...]}``."""
+    return {"digest": node_digest(node),
+            "rules": sorted([list(r) for r in {watch_rule(p) for p in node.watches}],
+                            key=lambda r: (r[0], r[1] or ""))}
 
 
 class Decision:
@@ -214,7 +228,10 @@ class WatchIndex:
         self._under = {}
         self._code = {}
         for key, node in nodes.items():
-            for prefix, form in {watch_rule(p) for p in node.watches}:
+            rules = node.rules
+            if rules is None:
+                rules = {watch_rule(p) for p in node.watches}
+            for prefix, form in rules:
                 self._under.setdefault(prefix, []).append((key, form))
             for path in node.code:
                 self._code.setdefault(path, []).append(key)
@@ -299,6 +316,8 @@ def _mark_externals(nodes, node, decisions, reasons, rev):
     reasons its dependents found."""
     for u in node.requires:
         d = decisions[u]
+        if not d.external:
+            continue
         prefix = "input of external %s: " % u
         mine = [r[len(prefix):] for r in reasons if r.startswith(prefix)]
         if d.external and mine:

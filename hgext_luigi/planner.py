@@ -69,6 +69,14 @@ class Workspace:
 _FILE_READING = (b'listfile:', b'listfile0:', b'include:', b'subinclude:')
 
 
+def _decided(pattern):
+    """A pattern planning matches without Mercurial (``DIR/**``, a plain path)
+    and that Mercurial's path auditor would take: no ``.hg`` component."""
+    prefix, form = plan.watch_rule(pattern)
+    parts = prefix.lower().split("/")
+    return form is not None and ".hg" not in parts and ".hg." not in parts
+
+
 class Matchers:
     """``watches`` of every task as Mercurial matchers, each built the first
     time a path could concern its task; filesets (``set:``) are evaluated at the
@@ -84,8 +92,10 @@ class Matchers:
         self._auditor = pathutil.pathauditor(repo.root, realfs=False, cached=True)
 
     def check_all(self):
+        """Build the matcher of every task whose patterns need one (those
+        :func:`plan.watch_rule` decides alone are checked here as paths)."""
         for key, node in self.nodes.items():
-            if node.watches:
+            if node.watches and not all(_decided(p) for p in node.watches):
                 self.get(key)
         return self
 
@@ -153,7 +163,8 @@ def changes_since(repo, ctx):
 
 def graph_nodes(graph):
     return {t["key"]: plan.Node(t["key"], t["family"], t["requires"], t["watches"],
-                                t["code"], t.get("external", False), t["params"])
+                                t["code"], t.get("external", False), t["params"],
+                                t.get("digest"), t.get("rules"))
             for t in graph["tasks"]}
 
 
@@ -237,7 +248,32 @@ def show(ui, planned, fm, with_ids=True):
         decisions = [d for d in decisions if d.key in keep]
     width = max([len(d.key) for d in decisions] + [4])
     fm.plain(b'%-*s  %-10s  %-12s  %s\n' % (width, b'TASK', b'STATUS', b'STAMP', b'WHY'))
-    with_ids = with_ids and not fm.isplain()  # ids need Luigi: only for -T
+    if fm.isplain():
+        _show_text(ui, decisions, width)
+    else:
+        _show_items(ui, planned, decisions, fm, width, with_ids)
+    n = sum(1 for d in decisions if d.affected)
+    fm.plain(_(b'%d of %d tasks affected at %s\n')
+             % (n, len(decisions), planned.ctx.hex()[:12]))
+
+
+def _show_text(ui, decisions, width):
+    """The table as one write: a formatter item per row costs more than the
+    plan itself at 10,000 tasks."""
+    status = {}
+    rows = []
+    for d in decisions:
+        if d.status not in status:
+            status[d.status] = ui.label(b'%-10s' % _b(d.status),
+                                        b'luigi.status.%s' % _b(d.status))
+        rows.append(b'%s  %s  %-12s  %s\n' % (
+            ui.label(b'%-*s' % (width, _b(d.key)), b'luigi.task'), status[d.status],
+            d.changeset[:12].encode('ascii') if d.changeset else b'-',
+            _b(_why(ui, d.reasons))))
+    ui.write(b''.join(rows))
+
+
+def _show_items(ui, planned, decisions, fm, width, with_ids):
     for d in decisions:
         fm.startitem()
         if with_ids:
@@ -250,9 +286,6 @@ def show(ui, planned, fm, with_ids=True):
                 base=_b(d.base) if d.base else None,
                 reasons=[_b(r) for r in d.reasons])
         fm.plain(b'%s\n' % _b(_why(ui, d.reasons)))
-    n = sum(1 for d in decisions if d.affected)
-    fm.plain(_(b'%d of %d tasks affected at %s\n')
-             % (n, len(decisions), planned.ctx.hex()[:12]))
 
 
 def task_files(repo, planned):

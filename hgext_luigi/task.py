@@ -34,9 +34,21 @@ def _key_from_values(family, params, values):
     return format_key(family, pairs)
 
 
+_PARAMS = {}
+
+
+def _params_of(cls):
+    """``cls.get_params()``, read once per class: Luigi looks through ``dir(cls)``
+    on every call, and a key is asked for many times per task."""
+    params = _PARAMS.get(cls)
+    if params is None:
+        params = _PARAMS[cls] = cls.get_params()
+    return params
+
+
 def task_key(task):
     """The key of a task instance (an ``HgTask`` or a plain ``luigi.Task``)."""
-    params = task.get_params()
+    params = _params_of(type(task))
     values = [(n, getattr(task, n)) for n, _p in params]
     return _key_from_values(task.get_task_family(), params, values)
 

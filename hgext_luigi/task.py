@@ -35,6 +35,7 @@ def _key_from_values(family, params, values):
 
 
 _PARAMS = {}
+_VALUES = {}  # (class, args, kwargs) -> parameter values, for the run
 
 
 def _params_of(cls):
@@ -176,14 +177,27 @@ class HgTask(luigi.Task):
         if "changeset" in kwargs:
             return super().get_param_values(params, args, kwargs)
         ctx = context.current()
-        values = super().get_param_values(params, args, dict(kwargs, changeset=_PENDING))
         if ctx is None:
             raise luigi.parameter.MissingParameterException(
                 "%s: the changeset parameter is filled in by 'hg luigi-run'; pass "
                 "changeset=<full hex> when instantiating it elsewhere" % cls.get_task_family())
-        key = _key_from_values(cls.get_task_family(), params, values)
-        stamp = ctx.stamp_for(key)
-        return [(n, stamp if n == "changeset" else v) for n, v in values]
+        # Luigi asks twice per instance, and requires() makes the same tasks
+        # again and again (10,000 times a run for a task needing 2,000): the
+        # values of the same arguments are the same for the whole run
+        try:
+            memo = (cls, args, tuple(sorted(kwargs.items())))
+            hash(memo)
+        except TypeError:  # a list or dict argument: not worth keying
+            memo = None
+        values = _VALUES.get(memo) if memo is not None else None
+        if values is None:
+            values = super().get_param_values(params, args, dict(kwargs, changeset=_PENDING))
+            key = _key_from_values(cls.get_task_family(), params, values)
+            stamp = ctx.stamp_for(key)
+            values = [(n, stamp if n == "changeset" else v) for n, v in values]
+            if memo is not None:
+                _VALUES[memo] = values
+        return list(values)
 
     @property
     def hg_key(self):

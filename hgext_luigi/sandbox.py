@@ -26,7 +26,7 @@ DEFAULT_PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TZ", "TM
 SECRETS_FD = "HGEXT_LUIGI_SECRETS_FD"
 OWN = ("HGEXT_LUIGI_CONTEXT", SECRETS_FD, "HGEXT_LUIGI_REPLY_FD", "PYTHONPATH",
        "PYTHONDONTWRITEBYTECODE",
-       "PYTHONNOUSERSITE")
+       "PYTHONNOUSERSITE", "PYTHONSAFEPATH")
 
 
 def allowed(name, patterns):
@@ -62,6 +62,10 @@ def pipeline_env(environ, patterns, state, extra=None):
     env["PYTHONPATH"] = lib_dir(state)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing written into the trees
     env["PYTHONNOUSERSITE"] = "1"  # ~/.local of the server's account: not the pipeline
+    # the subprocess starts in the tree: without this (Python >= 3.11), a pushed
+    # json.py at its top would be imported by our own code before it has set
+    # anything up; the loader and the runner add the tree to sys.path themselves
+    env["PYTHONSAFEPATH"] = "1"
     env.update(extra or {})
     return env
 

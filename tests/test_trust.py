@@ -374,3 +374,38 @@ def test_a_run_flooding_the_event_channel_is_stopped(empty_repo):
     assert proc.returncode == 1
     assert "wrote an event line longer than 16777216 bytes" in proc.stderr
     assert empty_repo("luigi-run", "--dry-run").returncode == 0  # not left locked
+
+
+SHADOW = '''import sys
+with open(%r, "a") as f:
+    f.write("imported by %%s\\n" %% sys.argv[0])
+del sys.modules["json"]
+sys.path = [p for p in sys.path if p not in ("", ".")]
+import json as real
+sys.modules["json"] = real
+'''
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="PYTHONSAFEPATH is Python 3.11's")
+def test_a_pushed_module_does_not_shadow_the_extensions_own_imports(empty_repo, tmp_path):
+    """The loader and the runner start in the tree; a module at its top named as
+    one they import (json) must not run before they have set anything up."""
+    marker = tmp_path / "shadow-marker"
+    repo = empty_repo
+    repo.write("json.py", SHADOW % str(marker))
+    repo.write("pipelines/__init__.py", '''import luigi
+from hgext_luigi import HgTask
+
+
+class T(HgTask):
+    def output(self):
+        return self.stamped_target("t.txt")
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write("t\\n")
+''')
+    repo.config("[luigi]\nroots = T\n")
+    repo.commit("a json.py at the top")
+    assert "1 ran" in repo("luigi-run").stdout
+    assert not marker.exists()

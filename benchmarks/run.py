@@ -53,6 +53,17 @@ TARGETS = {
 }
 
 
+# the same figures when this work started (before the watch index, the checks,
+# batched lineage reads and blocks), as measured then; "" where not measured
+BEFORE = {
+    "plan-1-file": ("1.44x", "2.25x", "8.3x (2.02s vs 0.24s)"),
+    "nothing-affected": ("", "", "+1.9s"),
+    "commit-on-commit-plan": ("1.20x", "1.92x", "3.10x"),
+    "run-1pct-affected": ("~2.1x", "~2.3x", "2.5x (10.7s vs 4.2s)"),
+    "full-build-tasks-per-second": ("", "", "~16 tasks/s"),
+}
+
+
 class Failed(Exception):
     pass
 
@@ -97,6 +108,9 @@ class Size:
     def __init__(self, size, rounds):
         self.size = size
         self.rounds = rounds
+        # commits and pushes take a fraction of a second and differ by less than
+        # the machine's noise: three times the rounds
+        self.quick_rounds = 3 * rounds
         self.path = os.path.join(OUT, "scale-%s" % size)
         self.figures = []
         self.raw = {}
@@ -321,7 +335,8 @@ class Size:
 
     def commits_and_pushes(self):
         watched = self.info["watched"]
-        files = [gen.data_file(i, self.tasks) for i in range(watched - 40, watched)]
+        files = [gen.data_file(i, self.tasks)
+                 for i in range(watched - 4 * self.quick_rounds, watched)]
         it = iter(files)
 
         def commit(*config):
@@ -332,7 +347,7 @@ class Size:
             return one
 
         medians, samples = alternate(
-            self.rounds, commit("--config", "extensions.hgext_luigi=!"),
+            self.quick_rounds, commit("--config", "extensions.hgext_luigi=!"),
             commit("--config", "luigi.on-commit=plan"))
         self.figure("commit-on-commit-plan", medians[1], medians[0],
                     {"plain": samples[0], "plan": samples[1]})
@@ -364,7 +379,7 @@ class Size:
         next_commit()
         push("plain")(), push("queue")()  # warm: the gate caches the task graph
         samples = {"plain": [], "queue": []}
-        for _ in range(self.rounds):
+        for _ in range(self.quick_rounds):
             next_commit()
             samples["plain"].append(push("plain")())
             samples["queue"].append(push("queue")())
@@ -476,8 +491,8 @@ def write_markdown():
              "`benchmarks/run.py`; raw numbers in `benchmarks/results/`. Every figure is "
              "measured against a floor taken in the same run: `hg status` on the same "
              "revisions, a plain commit or push, `hg version -q`, or the same graph built "
-             "by bare Luigi in a plain Python process. Medians of the rounds shown; full "
-             "builds are timed once. Every plan measured was checked against an oracle "
+             "by bare Luigi in a plain Python process. Medians of the rounds shown (three "
+             "times as many for commits and pushes); full builds are timed once. Every plan measured was checked against an oracle "
              "working from `hg status` alone.", ""]
     for r in results:
         m = r["machine"]
@@ -497,9 +512,22 @@ def write_markdown():
     notes = os.path.join(HERE, "NOTES.md")
     if os.path.exists(notes):
         with open(notes) as f:
-            lines += [f.read()]
+            lines += [f.read().replace("AFTER_ROWS", before_and_after(results))]
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines))
+
+
+def before_and_after(results):
+    """Rows of the before/after table: BEFORE, then this run's figures."""
+    after = {r["size"]: {row["figure"]: describe(row).split(" target ")[0].strip()
+                         for row in r["figures"]} for r in results}
+    rows = []
+    for name, before in BEFORE.items():
+        now = [after.get(size, {}).get(name, "") for size in ("small", "medium", "large")]
+        if name == "full-build-tasks-per-second":  # on large; S and M give ratios
+            now[:2] = ["", ""]
+        rows.append("| %s | %s |" % (name, " | ".join(list(before) + now)))
+    return "\n".join(rows)
 
 
 def main():
@@ -507,7 +535,11 @@ def main():
     ap.add_argument("sizes", nargs="*", default=["small", "medium"],
                     choices=sorted(gen.SIZES))
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--markdown", action="store_true",
+                    help="only write BENCHMARKS.md again from benchmarks/results/")
     args = ap.parse_args()
+    if args.markdown:
+        return write_markdown()
     if args.rounds < 5:
         sys.exit("at least 5 rounds: the figures are medians")
     os.makedirs(RESULTS, exist_ok=True)

@@ -532,14 +532,18 @@ def before_and_after(results):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sizes", nargs="*", default=["small", "medium"],
-                    choices=sorted(gen.SIZES))
+    ap.add_argument("sizes", nargs="*", metavar="SIZE",
+                    help="%s (default: small medium)" % ", ".join(sorted(gen.SIZES)))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--markdown", action="store_true",
                     help="only write BENCHMARKS.md again from benchmarks/results/")
     args = ap.parse_args()
     if args.markdown:
         return write_markdown()
+    args.sizes = args.sizes or ["small", "medium"]
+    unknown = [x for x in args.sizes if x not in gen.SIZES]
+    if unknown:
+        ap.error("unknown size %s (sizes: %s)" % (unknown[0], ", ".join(sorted(gen.SIZES))))
     if args.rounds < 5:
         sys.exit("at least 5 rounds: the figures are medians")
     os.makedirs(RESULTS, exist_ok=True)

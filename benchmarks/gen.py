@@ -15,7 +15,29 @@ import sys
 SIZES = {"small": (1000, 100), "medium": (10000, 1000), "large": (100000, 10000)}
 LAYERS = 5
 
-PIPELINE = '''"""A synthetic pipeline: {tasks} tasks in {layers} layers."""
+# the graph, written once: in both pipelines below and, for the oracle, here
+GRAPH = '''
+
+def needs(idx, tasks=TASKS):
+    """Task ``idx`` needs two tasks of the layer before (fan-in), and each task
+    is needed by about two of the next (fan-out)."""
+    per = tasks // LAYERS
+    layer = idx // per
+    if layer == 0:
+        return []
+    base = (layer - 1) * per
+    return sorted({base + (idx * 7) % per, base + (idx * 13 + 1) % per})
+
+
+def last_layer(tasks=TASKS):
+    return list(range((LAYERS - 1) * (tasks // LAYERS), tasks))
+
+
+def group_of(idx):
+    return "g%02d/t%05d" % (idx % 97, idx)
+'''
+
+PIPELINE = '''"""A synthetic pipeline: %(tasks)d tasks in %(layers)d layers."""
 
 import time
 
@@ -23,53 +45,36 @@ import luigi
 
 from hgext_luigi import HgTask
 
-TASKS = {tasks}
-LAYERS = {layers}
-PER_LAYER = TASKS // LAYERS
-
-
-def layer_of(idx):
-    return idx // PER_LAYER
-
+TASKS = %(tasks)d
+LAYERS = %(layers)d
+%(graph)s
 
 class Node(HgTask):
-    """Task ``idx`` watches its directory; tasks of a layer need two of the
-    layer before (fan-in), and each is needed by about two of the next (fan-out)."""
+    """Task ``idx`` watches its directory."""
 
     idx = luigi.IntParameter()
     group = luigi.Parameter()
-    watches = ["data/{{group}}/**"]
+    watches = ["data/{group}/**"]
 
     def requires(self):
-        layer = layer_of(self.idx)
-        if layer == 0:
-            return []
-        base = (layer - 1) * PER_LAYER
-        first = base + (self.idx * 7) % PER_LAYER
-        second = base + (self.idx * 13 + 1) % PER_LAYER
-        return [node(i) for i in sorted({{first, second}})]
+        return [node(i) for i in needs(self.idx)]
 
     def output(self):
-        return self.stamped_target("node-%05d.txt" % self.idx)
+        return self.stamped_target("node-%%05d.txt" %% self.idx)
 
     def run(self):
         time.sleep(0.02)
         with self.output().open("w") as f:
-            f.write("%d\\n" % self.idx)
+            f.write("%%d\\n" %% self.idx)
 
 
 def node(idx):
     return Node(idx=idx, group=group_of(idx))
 
 
-def group_of(idx):
-    return "g%02d/t%05d" % (idx % 97, idx)
-
-
 class All(HgTask):
     def requires(self):
-        last = (LAYERS - 1) * PER_LAYER
-        return [node(i) for i in range(last, TASKS)]
+        return [node(i) for i in last_layer()]
 
     def output(self):
         return self.stamped_target("all.txt")
@@ -88,50 +93,34 @@ import time
 
 import luigi
 
-TASKS = {tasks}
-LAYERS = {layers}
-PER_LAYER = TASKS // LAYERS
+TASKS = %(tasks)d
+LAYERS = %(layers)d
 OUT = os.environ["BARE_OUT"]
-
-
-def layer_of(idx):
-    return idx // PER_LAYER
-
+%(graph)s
 
 class Node(luigi.Task):
     idx = luigi.IntParameter()
     group = luigi.Parameter()
 
     def requires(self):
-        layer = layer_of(self.idx)
-        if layer == 0:
-            return []
-        base = (layer - 1) * PER_LAYER
-        first = base + (self.idx * 7) % PER_LAYER
-        second = base + (self.idx * 13 + 1) % PER_LAYER
-        return [node(i) for i in sorted({{first, second}})]
+        return [node(i) for i in needs(self.idx)]
 
     def output(self):
-        return luigi.LocalTarget(os.path.join(OUT, "node-%05d.txt" % self.idx))
+        return luigi.LocalTarget(os.path.join(OUT, "node-%%05d.txt" %% self.idx))
 
     def run(self):
         time.sleep(0.02)
         with self.output().open("w") as f:
-            f.write("%d\\n" % self.idx)
+            f.write("%%d\\n" %% self.idx)
 
 
 def node(idx):
     return Node(idx=idx, group=group_of(idx))
 
 
-def group_of(idx):
-    return "g%02d/t%05d" % (idx % 97, idx)
-
-
 class All(luigi.Task):
     def requires(self):
-        last = (LAYERS - 1) * PER_LAYER
-        return [node(i) for i in range(last, TASKS)]
+        return [node(i) for i in last_layer()]
 
     def output(self):
         return luigi.LocalTarget(os.path.join(OUT, "all.txt"))
@@ -141,24 +130,13 @@ class All(luigi.Task):
             f.write("done\\n")
 '''
 
-
-# -- the graph, as the pipelines above build it (for the oracle) ---------------
-
-def per_layer(tasks):
-    return tasks // LAYERS
+_graph = {"TASKS": 0, "LAYERS": LAYERS}
+exec(GRAPH, _graph)  # noqa: S102 - our own constant, as the pipelines run it
+requires_of, last_layer, group_of = _graph["needs"], _graph["last_layer"], _graph["group_of"]
 
 
-def requires_of(idx, tasks):
-    n = per_layer(tasks)
-    layer = idx // n
-    if layer == 0:
-        return []
-    base = (layer - 1) * n
-    return sorted({base + (idx * 7) % n, base + (idx * 13 + 1) % n})
-
-
-def group_of(idx):
-    return "g%02d/t%05d" % (idx % 97, idx)
+def source(template, tasks):
+    return template % {"tasks": tasks, "layers": LAYERS, "graph": GRAPH}
 
 
 def key_of(idx):
@@ -171,10 +149,6 @@ def task_of_path(path):
     if len(parts) >= 4 and parts[0] == "data" and parts[2].startswith("t"):
         return int(parts[2][1:])
     return None
-
-
-def last_layer(tasks):
-    return list(range((LAYERS - 1) * per_layer(tasks), tasks))
 
 
 def data_file(i, tasks):
@@ -201,7 +175,7 @@ def generate(size, path):
     files, tasks = SIZES[size]
     subprocess.run(["hg", "init", path], check=True)
     write(os.path.join(path, "pipelines", "__init__.py"),
-          PIPELINE.format(tasks=tasks, layers=LAYERS))
+          source(PIPELINE, tasks))
     write(os.path.join(path, ".hg", "hgrc"), "[luigi]\nroots = All\n")
     watched = files // 2
     for i in range(watched):
@@ -221,7 +195,7 @@ def generate(size, path):
     touch(path, [data_file(3, tasks)], "one data file of task 3")
     revs["one-file"] = tip(path)
     with open(os.path.join(path, ".hg", "bare.py"), "w") as f:
-        f.write(BARE.format(tasks=tasks, layers=LAYERS))
+        f.write(source(BARE, tasks))
     return {"files": files, "tasks": tasks, "watched": watched, "revs": revs}
 
 

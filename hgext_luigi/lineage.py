@@ -478,10 +478,6 @@ class LineageStore:
             out[r["build_id"]]["inputs"][r["key"]] = r["changeset"]
         return out
 
-    def overwritten(self, build_id):
-        """Outputs of ``build_id`` that a later successful build wrote again."""
-        return self.build_details([build_id])[build_id]["overwritten"]
-
     # -- checks: how far back planning compares ------------------------------
 
     def checks(self):

@@ -177,13 +177,19 @@ _KINDS = _ROOTED | {"re", "relglob", "relpath", "relre", "listfile", "listfile0"
 _GLOB_META = re.compile(r"[*?\[{\\]")
 
 
+def _kind(pattern):
+    """``(kind, rest)`` as Mercurial splits a pattern (default ``glob``)."""
+    kind, sep, rest = pattern.partition(":")
+    if not sep or kind not in _KINDS:
+        return "glob", pattern
+    return kind, rest
+
+
 def watch_prefix(pattern):
     """The directory (or file) under which every path ``pattern`` matches lies,
     or ``""`` when it may match anywhere.  Errs towards ``""``: the index built
     from it only narrows which tasks' matchers are asked."""
-    kind, sep, rest = pattern.partition(":")
-    if not sep or kind not in _KINDS:
-        kind, rest = "glob", pattern
+    kind, rest = _kind(pattern)
     if kind not in _ROOTED:
         return ""
     if kind in ("glob", "rootglob"):
@@ -205,9 +211,7 @@ def watch_rule(pattern):
     without wildcards (that path alone), None when only the matcher can tell.
     (``tests/test_affected.py`` holds this against Mercurial's own matcher.)"""
     prefix = watch_prefix(pattern)
-    kind, sep, rest = pattern.partition(":")
-    if not sep or kind not in _KINDS:
-        kind, rest = "glob", pattern
+    kind, rest = _kind(pattern)
     if not prefix:
         return prefix, None
     if kind == "glob" and rest == prefix + "/**":
@@ -320,7 +324,7 @@ def _mark_externals(nodes, node, decisions, reasons, rev):
             continue
         prefix = "input of external %s: " % u
         mine = [r[len(prefix):] for r in reasons if r.startswith(prefix)]
-        if d.external and mine:
+        if mine:
             d.affected = d.direct = True
             d.changeset = rev
             kept = [r for r in d.reasons if not r.startswith("external task")]

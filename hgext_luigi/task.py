@@ -35,7 +35,7 @@ def _key_from_values(family, params, values):
 
 
 _PARAMS = {}
-_VALUES = {}  # (class, args, kwargs) -> parameter values, for the run
+_VALUES = {}  # (run context, class, args, kwargs) -> parameter values
 
 
 def _params_of(cls):
@@ -185,7 +185,7 @@ class HgTask(luigi.Task):
         # again and again (10,000 times a run for a task needing 2,000): the
         # values of the same arguments are the same for the whole run
         try:
-            memo = (cls, args, tuple(sorted(kwargs.items())))
+            memo = (ctx, cls, args, tuple(sorted(kwargs.items())))
             hash(memo)
         except TypeError:  # a list or dict argument: not worth keying
             memo = None

@@ -251,7 +251,7 @@ def bench_facts(builds):
     files, a config digest, 3 versions) vs without: cost per build, and the
     store's size per 10,000 builds (keyed audit chain in both)."""
     sys.path.insert(0, ROOT)
-    from hgext_luigi import audit, lineage
+    from hgext_luigi.core import audit, lineage
 
     out = {}
     for name, facts in (("without", None), ("with", FACTS)):
@@ -277,7 +277,7 @@ def bench_audit(records):
     """Builds recorded with and without the keyed audit chain; --verify of
     ``records`` records against reading them."""
     sys.path.insert(0, ROOT)
-    from hgext_luigi import audit, lineage, verify
+    from hgext_luigi.core import audit, lineage, verify
 
     builds = records // 4  # start and finish: two build records each, and a margin
     times = {}

@@ -393,7 +393,7 @@ def plan_many_tasks(count=100000):
     unwatched path changed.  (No repository of that size is built: 100,000 tasks
     would take hours to run once.)"""
     sys.path.insert(0, ROOT)
-    from hgext_luigi import lineage, plan
+    from hgext_luigi.core import lineage, affected
 
     work = os.path.join(OUT, "plan-%d" % count)
     shutil.rmtree(work, ignore_errors=True)
@@ -420,12 +420,12 @@ def plan_many_tasks(count=100000):
     started = time.perf_counter()
     with open(graph_file) as f:
         graph = json.load(f)
-    nodes = {t["key"]: plan.Node(t["key"], t["family"], t["requires"], t["watches"],
+    nodes = {t["key"]: affected.Node(t["key"], t["family"], t["requires"], t["watches"],
                                  t["code"], False, t["params"]) for t in graph["tasks"]}
     store = lineage.open_store(os.path.join(work, "lineage.db"))
-    reuse = lineage.Reuse(store, "b" * 40, lambda k: plan.node_digest(nodes[k]))
+    reuse = lineage.Reuse(store, "b" * 40, lambda k: affected.node_digest(nodes[k]))
     roots = [t["key"] for t in graph["tasks"][(count // per - 1) * per:]]
-    decisions = plan.classify(nodes, roots, "b" * 40, reuse,
+    decisions = affected.classify(nodes, roots, "b" * 40, reuse,
                               lambda base: {"docs/readme.md": "modified"},
                               lambda *a: False, outputs_exist=lambda p: True)
     took = time.perf_counter() - started

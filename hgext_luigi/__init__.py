@@ -195,11 +195,12 @@ buglink = b'https://example.invalid/hgext_luigi/issues'
 # other's imports (Luigi is never imported by hg for a commit; Mercurial is
 # never imported by a pipeline).
 _LAZY = {
-    'cmdtable': ('commands', 'cmdtable'),
-    'configtable': ('config', 'configtable'),
-    'uipopulate': ('hooks', 'uipopulate'),
-    'extsetup': ('web', 'extsetup'),  # hgweb's /luigi/REV page
-    'HgTask': ('task', 'HgTask'),
+    'cmdtable': ('hg.commands', 'cmdtable'),
+    'configtable': ('hg.config', 'configtable'),
+    'colortable': ('hg.show', 'colortable'),
+    'uipopulate': ('hg.hooks', 'uipopulate'),
+    'extsetup': ('hg.web', 'extsetup'),  # hgweb's /luigi/REV page
+    'HgTask': ('pipeline.task', 'HgTask'),
 }
 
 

@@ -32,8 +32,9 @@ import time
 
 import luigi
 
-from . import context, sandbox
-from .task import HgTask, read_config
+from .pipeline import context
+from .core import sandbox
+from .pipeline.task import HgTask, read_config
 
 # the environment ansible-playbook gets (an allow-list: a credential can have any
 # name, and what the child gets lands in the fact cache and the job events):
@@ -333,7 +334,7 @@ class AnsibleClient:
                      "ANSIBLE_NOCOLOR": "1", "PYTHONUNBUFFERED": "1"},
             suppress_env_files=True, timeout=self.timeout, quiet=True)
         rc.prepare()
-        from . import credentials  # the task's own short-lived ones, if it has a role
+        from .core import credentials  # the task's own short-lived ones, if it has a role
 
         rc.env = _child_env(rc.env, keep=self.pass_env + credentials.active(),
                             drop=(self.vault_password_env,))

@@ -2,9 +2,9 @@
 
 :class:`StepFunctionsTask` starts an execution of a state machine with an input
 carrying the task's lineage, under a deterministic name, waits for it to end and
-records it in lineage.  The plain client is :class:`~hgext_luigi.sfnclient.
+records it in lineage.  The plain client is :class:`~hgext_luigi.core.sfnclient.
 StepFunctionsClient`; the other direction (a ``.waitForTaskToken`` state waiting
-on Luigi work) is ``hg luigi-callback`` (:mod:`hgext_luigi.callback`).
+on Luigi work) is ``hg luigi-callback`` (:mod:`hgext_luigi.hg.callback`).
 
 Settings shared by every task live in the ``[stepfunctions]`` section of the
 Luigi configuration; credentials never do (boto3's standard chain finds them)::
@@ -20,10 +20,9 @@ import os
 import luigi
 from luigi.task import flatten
 
-from . import context
-from .sfnclient import (FAILED, StepFunctionsClient, StepFunctionsError, WaitTimeout,
-                        execution_name)
-from .task import HgTask, output_digests, read_config, task_key
+from .pipeline import context
+from .core.sfnclient import FAILED, StepFunctionsClient, StepFunctionsError, WaitTimeout, execution_name
+from .pipeline.task import HgTask, output_digests, read_config, task_key
 
 __all__ = ["StepFunctionsTask", "StepFunctionsClient", "StepFunctionsError",
            "StepFunctionsExecutionError", "stepfunctions"]

@@ -1,4 +1,4 @@
-"""Task ownership and access decisions (``hgext_luigi.acl``): pure Python, fast.
+"""Task ownership and access decisions (``hgext_luigi.core.acl``): pure Python, fast.
 
 Ownership is the first matching rule of ``[owners]`` in ``.hgluigi``; the
 server's deny rules come first; what nobody explicitly owns is denied.
@@ -6,8 +6,7 @@ server's deny rules come first; what nobody explicitly owns is denied.
 
 import pytest
 
-from hgext_luigi.acl import (AclError, Decision, Identity, Owners, check_all, decide,
-                             groups_of, may_force, parse_owners, show, split_principals)
+from hgext_luigi.core.acl import AclError, Decision, Identity, Owners, check_all, decide, groups_of, may_force, parse_owners, show, split_principals
 
 OWNERS = """\
 [watches]

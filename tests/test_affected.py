@@ -174,13 +174,13 @@ def test_the_watch_index_agrees_with_mercurials_matcher():
     whose patterns are rooted elsewhere: both must read patterns as Mercurial does."""
     from mercurial import match as matchmod, pathutil
 
-    from hgext_luigi import plan
+    from hgext_luigi.core import affected
 
     auditor = pathutil.pathauditor(b"/repo", realfs=False, cached=True)
     for pattern in PATTERNS:
         m = matchmod.match(b"/repo", b"", [pattern.encode("utf-8")], default=b"glob",
                            auditor=auditor)
-        index = plan.WatchIndex({"T()": plan.Node("T()", "T", [], [pattern])})
+        index = affected.WatchIndex({"T()": affected.Node("T()", "T", [], [pattern])})
         for path in PATHS:
             hg_says = bool(m(path.encode("utf-8")))
             ours = index.watchers(path).get("T()", False)

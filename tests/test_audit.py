@@ -228,7 +228,7 @@ def test_the_audit_key_cannot_be_a_variable_pipelines_see(audited):
 def test_builds_before_the_audit_log_are_counted_not_checked(tmp_path):
     """A store written before the audit log existed: its old builds are named
     as such; the first build recorded with the chain is checked."""
-    from hgext_luigi import audit as chain, lineage, verify as check
+    from hgext_luigi.core import audit as chain, lineage, verify as check
 
     path, root = str(tmp_path / "lineage.db"), str(tmp_path)
     old = lineage.open_store(path, root)

@@ -222,7 +222,7 @@ class Forger(HgTask):
         return self.stamped_target("forger.json")
 
     def run(self):
-        from hgext_luigi import context
+        from hgext_luigi.pipeline import context
 
         ctx = context.current()
         try:

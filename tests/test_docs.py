@@ -8,7 +8,7 @@ from conftest import ROOT
 
 
 def options():
-    from hgext_luigi import config
+    from hgext_luigi.hg import config
 
     return sorted((s.decode(), n.decode()) for s, items in config.configtable.items()
                   for n in items)

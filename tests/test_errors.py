@@ -247,7 +247,7 @@ def test_two_runs_at_once(empty_repo, hg, tmp_path):
 
 
 ODD = HEADER + '''
-from hgext_luigi.task import HgTask as _Base
+from hgext_luigi.pipeline.task import HgTask as _Base
 
 
 class Copy(HgTask):

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from conftest import BIN
-from hgext_luigi import graph, lineage
+from hgext_luigi.core import graph, lineage
 
 DOT = shutil.which("dot")
 needs_dot = pytest.mark.skipif(DOT is None, reason="graphviz's dot is not installed")

@@ -9,7 +9,7 @@ import subprocess
 
 from conftest import Repo, make_server_repo
 
-from hgext_luigi import lineage
+from hgext_luigi.core import lineage
 
 REGIONS = ("north", "south", "east")
 TASKS = {"CleanSales(region=%s)" % r for r in REGIONS} | {"SalesReport()", "DocsIndex()"}

@@ -24,7 +24,8 @@ from oidcserver import AUDIENCE, COOLDOWN, REALM, App, Provider
 HOOK = """\
 import json
 
-from hgext_luigi import identity, trigger
+from hgext_luigi.core import identity
+from hgext_luigi.hg import trigger
 
 OUT = %r
 

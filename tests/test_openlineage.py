@@ -1,4 +1,4 @@
-"""OpenLineage events of task builds (``hgext_luigi.olevents``) against a real HTTP
+"""OpenLineage events of task builds (``hgext_luigi.core.olevents``) against a real HTTP
 endpoint on loopback, validated with the spec's JSON schemas.
 
 openlineage-python does not ship the schemas: ``tests/helpers/openlineage_spec``
@@ -24,7 +24,7 @@ pytest.importorskip("openlineage.client")
 jsonschema = pytest.importorskip("jsonschema")
 from referencing import Registry, Resource  # noqa: E402 (comes with jsonschema)
 
-from hgext_luigi import olevents  # noqa: E402
+from hgext_luigi.core import olevents  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(ROOT, "tests", "helpers", "openlineage_spec")
@@ -383,7 +383,7 @@ def test_not_configured(clean, monkeypatch, collector):
 def test_unconfigured_does_not_import_openlineage(clean):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")}
     env["PYTHONPATH"] = ROOT
-    code = ("import sys\nfrom hgext_luigi import olevents\n"
+    code = ("import sys\nfrom hgext_luigi.core import olevents\n"
             "assert olevents.Emitter.create('ns', 'https://hg.example.com/r') is None\n"
             "assert not [m for m in sys.modules if m.startswith('openlineage')], sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=str(clean))

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from hgext_luigi import plan
+from hgext_luigi.core import affected
 
 REV = "b" * 40
 BASE = "a" * 40
@@ -14,11 +14,11 @@ OLDER = "c" * 40
 
 def graph():
     return {
-        "Clean(n)": plan.Node("Clean(n)", "Clean", [], ["raw/n.csv"], ["p/clean.py"]),
-        "Clean(s)": plan.Node("Clean(s)", "Clean", [], ["raw/s.csv"], ["p/clean.py"]),
-        "Report()": plan.Node("Report()", "Report", ["Clean(n)", "Clean(s)"], ["report.cfg"],
+        "Clean(n)": affected.Node("Clean(n)", "Clean", [], ["raw/n.csv"], ["p/clean.py"]),
+        "Clean(s)": affected.Node("Clean(s)", "Clean", [], ["raw/s.csv"], ["p/clean.py"]),
+        "Report()": affected.Node("Report()", "Report", ["Clean(n)", "Clean(s)"], ["report.cfg"],
                               ["p/report.py"]),
-        "Docs()": plan.Node("Docs()", "Docs", [], ["docs/**"], ["p/docs.py"]),
+        "Docs()": affected.Node("Docs()", "Docs", [], ["docs/**"], ["p/docs.py"]),
     }
 
 
@@ -37,7 +37,7 @@ def built_at(changeset, inputs=None):
 
 
 def run(nodes, history, changes, **kw):
-    return {d.key: d for d in plan.classify(nodes, ROOTS, REV, history, changes,
+    return {d.key: d for d in affected.classify(nodes, ROOTS, REV, history, changes,
                                             matches(nodes), **kw)}
 
 
@@ -128,7 +128,7 @@ def test_missing_output_forces_a_rebuild():
     def hist(key):
         return [{"changeset": BASE, "outputs": ["/gone/%s" % key], "inputs": {}}]
 
-    out = plan.classify(nodes, ROOTS, REV, hist, lambda b: {}, matches(nodes),
+    out = affected.classify(nodes, ROOTS, REV, hist, lambda b: {}, matches(nodes),
                         outputs_exist=lambda p: "Docs" not in p)
     d = {x.key: x for x in out}["Docs()"]
     assert d.affected and "missing" in d.reasons[0]
@@ -147,31 +147,31 @@ def test_force_rebuilds_everything():
 
 
 def test_order_is_upstream_first():
-    keys = [d.key for d in plan.classify(graph(), ROOTS, REV, lambda k: [], lambda b: {},
+    keys = [d.key for d in affected.classify(graph(), ROOTS, REV, lambda k: [], lambda b: {},
                                          lambda *a: False)]
     assert keys.index("Clean(n)") < keys.index("Report()")
 
 
 def test_cycle_is_named():
-    nodes = {"A()": plan.Node("A()", "A", ["B()"]), "B()": plan.Node("B()", "B", ["A()"])}
-    with pytest.raises(plan.PlanError) as e:
-        plan.toposort(nodes, ["A()"])
+    nodes = {"A()": affected.Node("A()", "A", ["B()"]), "B()": affected.Node("B()", "B", ["A()"])}
+    with pytest.raises(affected.PlanError) as e:
+        affected.toposort(nodes, ["A()"])
     assert "A() -> B() -> A()" in str(e.value)
 
 
 def test_select_by_family_and_key():
     nodes = graph()
-    assert plan.select(nodes, ["Clean"]) == ["Clean(n)", "Clean(s)"]
-    assert plan.select(nodes, ["Report()"]) == ["Report()"]
-    with pytest.raises(plan.PlanError) as e:
-        plan.select(nodes, ["Nope"])
+    assert affected.select(nodes, ["Clean"]) == ["Clean(n)", "Clean(s)"]
+    assert affected.select(nodes, ["Report()"]) == ["Report()"]
+    with pytest.raises(affected.PlanError) as e:
+        affected.select(nodes, ["Nope"])
     assert "Clean" in e.value.hint
 
 
 def test_plan_module_imports_neither_mercurial_nor_luigi():
     import subprocess
 
-    code = ("import sys, hgext_luigi.plan, hgext_luigi.lineage; "
+    code = ("import sys, hgext_luigi.core.affected, hgext_luigi.core.lineage; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('mercurial', 'luigi')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -199,13 +199,13 @@ def test_plan_module_imports_neither_mercurial_nor_luigi():
     ("unknownkind:x/y", "unknownkind:x/y"),  # not a kind: a glob of that name
 ])
 def test_watch_prefix(pattern, prefix):
-    assert plan.watch_prefix(pattern) == prefix
+    assert affected.watch_prefix(pattern) == prefix
 
 
 def test_watch_index_asks_only_tasks_rooted_above_a_path():
     nodes = graph()
-    nodes["Any()"] = plan.Node("Any()", "Any", [], ["re:.*\\.csv$"], ["p/any.py"])
-    index = plan.WatchIndex(nodes)
+    nodes["Any()"] = affected.Node("Any()", "Any", [], ["re:.*\\.csv$"], ["p/any.py"])
+    index = affected.WatchIndex(nodes)
     assert set(index.watchers("raw/n.csv")) == {"Clean(n)", "Any()"}
     assert set(index.watchers("docs/a/b.md")) == {"Docs()", "Any()"}
     assert set(index.watchers("vendor/x.txt")) == {"Any()"}
@@ -222,7 +222,7 @@ def test_a_large_unwatched_change_asks_no_matcher():
 
     changed = {"vendor/%04d.txt" % i: "added" for i in range(5000)}
     changed["raw/n.csv"] = "modified"
-    out = {d.key: d for d in plan.classify(nodes, ROOTS, REV, built_at(BASE),
+    out = {d.key: d for d in affected.classify(nodes, ROOTS, REV, built_at(BASE),
                                            lambda b: changed, counting)}
     assert asked == []  # plain paths and dir/** decide alone, as Mercurial would
     assert out["Clean(n)"].affected and not out["Docs()"].affected
@@ -234,16 +234,16 @@ def test_a_large_unwatched_change_asks_no_matcher():
     ("re:data/.*", None), ("data//x/**", None), ("./data/x", None), ("data/x/", None),
 ])
 def test_watch_rule_decides_alone_only_what_mercurial_would(pattern, form):
-    assert plan.watch_rule(pattern)[1] == form
+    assert affected.watch_rule(pattern)[1] == form
 
 
 def test_watchers_follow_mercurials_reading_of_simple_patterns():
     nodes = {
-        "T()": plan.Node("T()", "T", [], ["data/x/**"]),
-        "P()": plan.Node("P()", "P", [], ["data/x"]),
-        "G()": plan.Node("G()", "G", [], ["data/*.csv"]),
+        "T()": affected.Node("T()", "T", [], ["data/x/**"]),
+        "P()": affected.Node("P()", "P", [], ["data/x"]),
+        "G()": affected.Node("G()", "G", [], ["data/*.csv"]),
     }
-    index = plan.WatchIndex(nodes)
+    index = affected.WatchIndex(nodes)
     assert index.watchers("data/x") == {"T()": True, "P()": True, "G()": None}
     assert index.watchers("data/x/a/b.csv") == {"T()": True, "G()": None}
     assert index.watchers("data/xy") == {"G()": None}
@@ -298,8 +298,8 @@ def test_history_is_read_only_as_far_as_needed():
 
 
 def test_node_digest_follows_watches_and_code():
-    a = plan.Node("A()", "A", [], ["x/**"], ["p/a.py"])
-    assert plan.node_digest(a) == plan.node_digest(plan.Node("A()", "A", ["B()"], ["x/**"],
+    a = affected.Node("A()", "A", [], ["x/**"], ["p/a.py"])
+    assert affected.node_digest(a) == affected.node_digest(affected.Node("A()", "A", ["B()"], ["x/**"],
                                                              ["p/a.py"]))
-    assert plan.node_digest(a) != plan.node_digest(plan.Node("A()", "A", [], ["x/**", "y"],
+    assert affected.node_digest(a) != affected.node_digest(affected.Node("A()", "A", [], ["x/**", "y"],
                                                              ["p/a.py"]))

@@ -178,7 +178,8 @@ def test_a_changeset_parameter_passed_by_hand_must_be_a_changeset(empty_repo, tm
     assert not os.path.exists(outside)
 
 
-FORGED_EVENTS = '''from hgext_luigi import HgTask, context
+FORGED_EVENTS = '''from hgext_luigi import HgTask
+from hgext_luigi.pipeline import context
 
 
 class Fine(HgTask):
@@ -221,7 +222,7 @@ except OSError as e:
 
 SNOOP_PARENT = """
 import ctypes, os, sys
-from hgext_luigi import sandbox
+from hgext_luigi.core import sandbox
 
 # a server's account (not root, who may read any /proc)
 os.setgid(65534)
@@ -350,7 +351,8 @@ class Escape(luigi.Task):
 
 
 FLOOD = '''import os
-from hgext_luigi import HgTask, context
+from hgext_luigi import HgTask
+from hgext_luigi.pipeline import context
 
 
 class Flood(HgTask):

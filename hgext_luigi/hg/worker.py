@@ -19,7 +19,8 @@ import uuid
 from mercurial import error, hg
 from mercurial.i18n import _
 
-from . import config, dispatch, pushqueue, stores
+from . import config, runs, stores
+from ..core import pushqueue
 
 _b = config.local
 
@@ -107,7 +108,7 @@ def process(ui, repo, settings, q, entry, owner, workers=None):
             raise error.Abort(_(b'head %s is not in the repository (stripped?)')
                               % _b(entry["head"][:12]))
         opts = {"all": force, "workers": workers}
-        rc = dispatch.run(ui, repo, ctx, settings, opts, trigger="push",
+        rc = runs.run(ui, repo, ctx, settings, opts, trigger="push",
                           user=entry["pusher"], report=report, identity=_identity(entry))
         if rc == 0:
             state = "done"
@@ -117,7 +118,7 @@ def process(ui, repo, settings, q, entry, owner, workers=None):
         err = e.message.decode("utf-8", "replace")
         if e.hint:
             err += " (%s)" % e.hint.decode("utf-8", "replace")
-        dispatch.warn_abort(ui, e)
+        runs.warn_abort(ui, e)
     except Exception as e:  # a bug, or a pipeline finding one: fail this entry alone
         err = "internal error: %s: %s" % (type(e).__name__, e)
         ui.warn(_(b'luigi: %s\n') % _b(err))
@@ -136,7 +137,7 @@ def process(ui, repo, settings, q, entry, owner, workers=None):
 def _identity(entry):
     """Who pushed the entry as access control knows them: the user (without
     the client address) and the groups their token had at the push."""
-    from . import acl
+    from ..core import acl
 
     try:
         known = json.loads(entry.get("identity") or "{}")

@@ -1,6 +1,6 @@
 """Which tasks a revision affects, and why.  Plain Python: no Mercurial, no Luigi.
 
-The caller (``hgext_luigi.planner`` on the Mercurial side) supplies three things:
+The caller (``hgext_luigi.hg.planning`` on the Mercurial side) supplies three things:
 
 - the task graph, as :class:`Node` objects (from the pipeline index);
 - ``history(key)``: the task's successful builds, the one at the revision

@@ -1,6 +1,6 @@
 """Load a pipeline as of a changeset and describe its task graph (subprocess side).
 
-Run as ``python -m hgext_luigi.loader SETTINGS.json`` with the current directory
+Run as ``python -m hgext_luigi.pipeline.loader SETTINGS.json`` with the current directory
 set to a materialized tree of the repository.  Prints one JSON document:
 
 ``{"ok": true, "roots": [...], "tasks": [...], "files": [...], "config_files": [...],

@@ -16,15 +16,17 @@ import hashlib
 import json
 import os
 
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+from . import protocol
+
+# hgext_luigi/, this module being hgext_luigi/core/sandbox.py
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # what pipeline code sees of the server's environment unless [luigi] pass-env says
 DEFAULT_PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TZ", "TMPDIR",
                     "TERM")
 
 # set by the extension for its own subprocesses, never taken from the server
-SECRETS_FD = "HGEXT_LUIGI_SECRETS_FD"
-OWN = ("HGEXT_LUIGI_CONTEXT", SECRETS_FD, "HGEXT_LUIGI_REPLY_FD", "PYTHONPATH",
+OWN = protocol.ENV_NAMES + ("PYTHONPATH",
        "PYTHONDONTWRITEBYTECODE",
        "PYTHONNOUSERSITE", "PYTHONSAFEPATH")
 
@@ -87,7 +89,7 @@ def secrets_pipe(environ, names):
         os.write(w, data)
     finally:
         os.close(w)
-    return r, {SECRETS_FD: str(r)}
+    return r, {protocol.SECRETS_FD_ENV: str(r)}
 
 
 def deny_inspection():

@@ -26,7 +26,8 @@ import threading
 from mercurial import error, pycompat
 from mercurial.i18n import _
 
-from . import acl, config, dispatch, planner, sfnclient, stores
+from ..core import acl, sfnclient
+from . import config, runs, planning, stores
 
 # who a callback is for [luigi] acl: an owner principal, or a member of a
 # [luigi.groups] group (the execution itself is recorded as the run's user)
@@ -146,9 +147,9 @@ def handle(ui, repo, settings, client, queue, message, every, visibility):
     try:
         if bad:  # answered as a failure, nothing built
             raise error.Abort(_b(bad))
-        ctx = planner.resolve_rev(repo.unfiltered(), _b(req["rev"]))
+        ctx = planning.resolve_rev(repo.unfiltered(), _b(req["rev"]))
         opts = {"task": [_b(t) for t in req["tasks"]], "all": req["all"]}
-        rc = dispatch.run(ui, repo, ctx, settings, opts, trigger="stepfunctions",
+        rc = runs.run(ui, repo, ctx, settings, opts, trigger="stepfunctions",
                           user=who, report=report, identity=acl.Identity(ACL_USER))
     except error.Abort as e:
         failure = ("hgext_luigi.Abort", pycompat.sysstr(e.message)

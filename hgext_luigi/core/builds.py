@@ -61,13 +61,16 @@ class Builds:
     (run id, revision, stamps, user, trigger, and ``identity``: who triggered
     the run as access control knows them, the credentials' SourceIdentity)."""
 
-    def __init__(self, store, settings, data, files_of=None, lineage_events=None):
+    def __init__(self, store, settings, data, files_of=None, lineage_events=None,
+                 tree_of=None):
         """``files_of(key, changeset)``: ``{"watched": {path: node}, "source":
         {path: node}}`` of a task, read from the repository (None: not
         recorded); ``lineage_events``: an ``olevents.Emitter`` (or None) told
-        of every build."""
+        of every build; ``tree_of(changeset)``: the directory of a
+        changeset's files, for the ``tree`` request."""
         self.store, self.settings, self.data = store, settings, data
         self.files_of = files_of
+        self.tree_of = tree_of
         self.events = lineage_events
         self.run = {k: data.get(k) for k in ("run_id", "rev", "user", "trigger")}
         self.open = {}  # builds started by this run and not finished -> key
@@ -82,9 +85,21 @@ class Builds:
                 return self.start(ev)
             if ev.get("op") == "finish-build":
                 return self.finish(ev)
+            if ev.get("op") == "tree":
+                return self.tree(ev)
             raise Refused("unknown request %r" % ev.get("op"))
         except Refused as e:
             return {"error": "refused: %s" % e}
+
+    def tree(self, ev):
+        """The tree of a changeset the plan stamps a task with (a task reading
+        the sources of a reused upstream): no other revision."""
+        changeset = _str(ev, "changeset")
+        planned = set(self.data["stamps"].values()) | {self.data["rev"]}
+        if changeset not in planned or self.tree_of is None:
+            raise Refused("changeset %s is not one this run builds or reuses"
+                          % changeset[:40])
+        return {"path": self.tree_of(changeset)}
 
     def _planned(self, key):
         return self.data["stamps"].get(key, self.data["rev"])

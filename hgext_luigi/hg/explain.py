@@ -8,7 +8,8 @@ import os
 from mercurial import error, node as nodemod, pycompat
 from mercurial.i18n import _
 
-from . import config, planner, why
+from . import config, planning
+from ..core import why
 
 _b = config.local
 MAX_DEPTH = 10
@@ -178,10 +179,10 @@ def resolve(ui, repo, store, settings, target, rev, against, resolve_output):
         raise error.Abort(_(b'no recorded build produced %s') % target,
                           hint=_(b'give the path shown by hg luigi-lineage REV, or a task'))
     if new is None:
-        ctx = planner.resolve_rev(repo.unfiltered(), rev or b'tip')
+        ctx = planning.resolve_rev(repo.unfiltered(), rev or b'tip')
         new = build_at(store, pycompat.sysstr(ctx.hex()), config.text(target))
     if against:
-        ctx = planner.resolve_rev(repo.unfiltered(), against)
+        ctx = planning.resolve_rev(repo.unfiltered(), against)
         old = build_at(store, pycompat.sysstr(ctx.hex()), new["key"])
     else:
         old = previous(store, new)

@@ -9,7 +9,8 @@ import os
 from mercurial import error
 from mercurial.i18n import _
 
-from . import audit, config
+from ..core import audit
+from . import config
 
 _b = config.local
 
@@ -18,7 +19,7 @@ def chain(settings):
     """The :class:`audit.Chain` of this repository; aborts when the key variable
     is configured but unset (nothing is written then)."""
     if settings.audit_key_env:
-        from . import sandbox
+        from ..core import sandbox
 
         sandbox.deny_inspection()  # the key is in this process's environment
     try:
@@ -31,7 +32,7 @@ def chain(settings):
 
 def open_store(settings, write=True):
     """The lineage store; ``write=False`` for reading alone (no key needed)."""
-    from . import lineage  # not for the push hooks, which only queue
+    from ..core import lineage  # not for the push hooks, which only queue
 
     try:
         return lineage.open_store(settings.store, settings.output_root,
@@ -41,7 +42,7 @@ def open_store(settings, write=True):
 
 
 def open_queue(settings, write=True):
-    from . import pushqueue  # plain sqlite3: cheap enough for every push
+    from ..core import pushqueue  # plain sqlite3: cheap enough for every push
 
     try:
         return pushqueue.open_queue(settings.queue, chain(settings) if write else None)

@@ -1,7 +1,7 @@
 """The pipeline's task graph at a revision, cached by the content of its files.
 
 Loading a pipeline means importing Luigi and the pipeline code in a subprocess
-(``hgext_luigi.loader``), which costs far more than a commit.  The result names
+(``hgext_luigi.pipeline.loader``), which costs far more than a commit.  The result names
 the repository files it was derived from (the pipeline's modules and the watches
 file); it is stored with their file nodes, and reused for any revision whose
 manifest has the same nodes for those files.  So planning after a data-only
@@ -18,10 +18,11 @@ from mercurial import error, pycompat
 from mercurial.i18n import _
 from mercurial.node import hex as hexnode
 
-from . import config, sandbox
+from . import config
+from ..core import protocol, sandbox
 
 _KEEP = 8  # cached graphs per settings
-_PLANNING = 1  # the form of what plan.planning_facts() adds to a cached graph
+_PLANNING = 1  # the form of what affected.planning_facts() adds to a cached graph
 
 
 def pipeline_env(settings, extra=None):
@@ -159,7 +160,7 @@ def load(ui, ctx, settings, get_tree, tasks=()):
             json.dump(args, f)
         try:
             proc = subprocess.run(
-                [settings.python, "-m", "hgext_luigi.loader", path],
+                [settings.python, "-m", protocol.LOADER, path],
                 cwd=tree, env=pipeline_env(settings), stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             )
@@ -181,14 +182,15 @@ def load(ui, ctx, settings, get_tree, tasks=()):
         ui.debug(proc.stderr)
     if not result.get("ok"):
         raise_load_error(result["error"], ctx)
-    from . import plan, planner  # planner imports this module
+    from ..core import affected
+    from . import planning  # planner imports this module
 
     # a graph is checked once, then cached with what planning derives from each
     # task's definition; planning builds matchers lazily
-    nodes = planner.graph_nodes(result)
-    planner.Matchers(ctx.repo(), ctx, nodes).check_all()
+    nodes = planning.graph_nodes(result)
+    planning.Matchers(ctx.repo(), ctx, nodes).check_all()
     for t in result["tasks"]:
-        t.update(plan.planning_facts(nodes[t["key"]]))
+        t.update(affected.planning_facts(nodes[t["key"]]))
     _store(ctx, settings, key, result)
     return result
 

@@ -1,6 +1,6 @@
 """Run the planned tasks through Luigi (subprocess side).
 
-``python -m hgext_luigi.runner``, with ``HGEXT_LUIGI_CONTEXT`` naming the run's
+``python -m hgext_luigi.pipeline.runner``, with ``HGEXT_LUIGI_CONTEXT`` naming the run's
 context file and the current directory set to the tree materialized at the
 revision.  Pipeline code therefore runs as of that changeset, in a process of its
 own: it cannot crash or hang hg.
@@ -140,11 +140,12 @@ def _refuse_unrecorded(cls):
 
 
 def main():
-    from . import context, credentials
+    from . import context
+    from ..core import credentials
 
     ctx = context.current()
     if ctx is None:
-        sys.stderr.write("hgext_luigi.runner: %s is not set\n" % context.ENV)
+        sys.stderr.write("hgext_luigi.pipeline.runner: %s is not set\n" % context.ENV)
         return 2
     context.stash_secrets()  # before any pipeline code: only who asks by name gets one
     _die_with_parent()
@@ -349,7 +350,6 @@ def main():
         options["scheduler_url"] = data["scheduler"]
     else:
         options["local_scheduler"] = True
-    emit(event="scheduling", count=len(data["targets"]))
     results = Results(data.get("needs", {}))
     for block in blocks(data["targets"], int(data.get("block_size") or BLOCK_SIZE)):
         ready = results.ready(block)

@@ -64,7 +64,7 @@ def str_params(task):
 def output_digests(task):
     """``(outputs, missing)`` of a task: path, size and sha256 of each output that
     exists, and the paths of those that do not."""
-    from .lineage import file_digest
+    from ..core.lineage import file_digest
 
     out = []
     missing = []

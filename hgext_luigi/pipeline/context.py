@@ -7,7 +7,9 @@ and the runner read it here.  No Luigi and no Mercurial import at module level.
 import json
 import os
 
-ENV = "HGEXT_LUIGI_CONTEXT"
+from ..core import protocol
+
+ENV = protocol.CONTEXT_ENV
 
 
 class ContextError(Exception):
@@ -50,7 +52,7 @@ class Context:
     def store(self):
         # a SQLite connection must not cross a fork: Luigi's workers reopen it
         if self.store_path and (self._store is None or self._store_pid != os.getpid()):
-            from . import lineage
+            from ..core import lineage
 
             self._store = lineage.open_store(self.store_path, self.output_root)
             self._store_pid = os.getpid()
@@ -81,14 +83,14 @@ class Context:
         return list(self.changed_since.get("", []))
 
     def tree_for(self, changeset):
-        """The directory holding the repository as of ``changeset``."""
-        if changeset in self.trees:
-            return self.trees[changeset]
-        if not self.repo:
-            raise ContextError("no tree for changeset %s in this run" % changeset)
-        from . import tree
-
-        self.trees[changeset] = tree.materialize_path(self.repo, changeset)
+        """The directory holding the repository as of ``changeset``: the run's
+        tree, or one the hg side materializes for a planned changeset (this
+        process never opens the repository)."""
+        if changeset not in self.trees:
+            try:
+                self.trees[changeset] = request(op="tree", changeset=changeset)["path"]
+            except RequestError as e:
+                raise ContextError("no tree for changeset %s: %s" % (changeset, e))
         return self.trees[changeset]
 
 
@@ -97,7 +99,6 @@ _events_fd = None
 _reply_fd = None
 _lock = None
 _secrets = {}
-REPLY_FD = "HGEXT_LUIGI_REPLY_FD"
 
 
 def stash_secrets():
@@ -106,9 +107,7 @@ def stash_secrets():
     live in this process's memory only, never in an environment a child
     inherits or ``/proc`` shows.  Code of the run that asks by name
     (:func:`secret`) gets one: whoever may push can write such code."""
-    from .sandbox import SECRETS_FD
-
-    fd = os.environ.pop(SECRETS_FD, None)
+    fd = os.environ.pop(protocol.SECRETS_FD_ENV, None)
     if not fd:
         return
     fd = int(fd)
@@ -140,15 +139,13 @@ def set_events_fd(fd):
     import multiprocessing
 
     _events_fd = fd
-    reply = os.environ.pop(REPLY_FD, None)
+    reply = os.environ.pop(protocol.REPLY_FD_ENV, None)
     _reply_fd = int(reply) if reply else None
     _lock = multiprocessing.Lock()
 
 
 def _write_line(event):
-    data = (json.dumps(event) + "\n").encode("utf-8")
-    while data:
-        data = data[os.write(_events_fd, data):]
+    protocol.write_all(_events_fd, protocol.encode(event))
 
 
 def emit(**event):

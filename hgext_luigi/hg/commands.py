@@ -7,12 +7,12 @@ import time
 from mercurial import cmdutil, error, pycompat, registrar
 from mercurial.i18n import _
 
-from . import config, dispatch, planner
+from . import config, runs, planning
 
 cmdtable = {}
 command = registrar.command(cmdtable)
 
-_b = planner._b
+_b = planning._b
 
 
 def _settings(ui, repo):
@@ -55,13 +55,13 @@ def luigi_affected(ui, repo, **opts):
     ``reasons``.
     """
     settings = _settings(ui, repo)
-    ctx = planner.resolve_rev(repo, opts.get('rev'))
+    ctx = planning.resolve_rev(repo, opts.get('rev'))
     names = [config.text(n) for n in opts.get('task') or []]
     fm = _formatter(ui, b'luigi-affected', opts)
-    with planner.Workspace(ui, repo, ctx, settings) as ws:
-        planned = planner.make(ui, repo, ctx, settings, ws, force=opts.get('all'),
+    with planning.Workspace(ui, repo, ctx, settings) as ws:
+        planned = planning.make(ui, repo, ctx, settings, ws, force=opts.get('all'),
                                names=names)
-    planner.show(ui, planned, fm)
+    planning.show(ui, planned, fm)
     fm.end()
     return 0
 
@@ -100,16 +100,16 @@ def luigi_run(ui, repo, **opts):
     log of the run is kept in ``.hg/luigi/logs/``.
     """
     settings = _settings(ui, repo)
-    ctx = planner.resolve_rev(repo, opts.get('rev'))
+    ctx = planning.resolve_rev(repo, opts.get('rev'))
     if opts.get('workers', 0) < 0:
         raise error.InputError(_(b'--workers must be a positive number'))
     fm = _formatter(ui, b'luigi-run', opts)
-    return dispatch.run(ui, repo, ctx, settings, opts, trigger="manual", fm=fm)
+    return runs.run(ui, repo, ctx, settings, opts, trigger="manual", fm=fm)
 
 
 def _graph(ui, repo, store, settings, rev, opts):
     """``hg luigi-lineage -T dot`` and ``--svg FILE``."""
-    from . import graph
+    from ..core import graph
 
     if opts.get('task'):
         raise error.InputError(_(b'-T dot and --svg show REV or --output PATH'),
@@ -118,7 +118,7 @@ def _graph(ui, repo, store, settings, rev, opts):
         if opts.get('output'):
             text = graph.output_dot(store, _resolve_output(repo, settings, opts['output']))
         else:
-            ctx = planner.resolve_rev(repo, rev)
+            ctx = planning.resolve_rev(repo, rev)
             text = graph.lineage_dot(store, pycompat.sysstr(ctx.hex()))
         if opts.get('svg'):
             svg = graph.render_svg(text)  # before the file: nothing written on error
@@ -242,7 +242,7 @@ def luigi_lineage(ui, repo, rev=None, **opts):
 
 
 def _by_rev(ui, repo, store, fm, rev):
-    ctx = planner.resolve_rev(repo, rev)
+    ctx = planning.resolve_rev(repo, rev)
     node = pycompat.sysstr(ctx.hex())
     run = store.latest_run(node)
     if run is None:
@@ -385,11 +385,11 @@ def debugluigitree(ui, repo, **opts):
     files that differ are written) and reports how many files were written.
     """
     settings = _settings(ui, repo)
-    ctx = planner.resolve_rev(repo, opts.get('rev'))
-    with planner.Workspace(ui, repo, ctx, settings) as ws:
+    ctx = planning.resolve_rev(repo, opts.get('rev'))
+    with planning.Workspace(ui, repo, ctx, settings) as ws:
         path = ws.path()
         ui.write(b'%s\n' % pycompat.fsencode(path))
-        ui.status(_(b'%d files written\n') % ws.tree.written)
+        ui.status(_(b'%d files written\n') % ws.trees[pycompat.sysstr(ctx.hex())].written)
     return 0
 
 
@@ -504,7 +504,7 @@ def luigi_queue(ui, repo, **opts):
 
     ``--retry ID`` puts a failed entry back as pending, with its attempts reset.
     """
-    from . import pushqueue
+    from ..core import pushqueue
 
     settings = _settings(ui, repo)
     states = [pycompat.sysstr(s) for s in opts.get('state') or []]
@@ -599,7 +599,8 @@ def luigi_audit(ui, repo, *expected, **opts):
     ``--export`` writes the selected records as JSON lines, one per record,
     with ``prev`` and ``hash`` so a SIEM can check the chain itself.
     """
-    from . import audit, stores, verify
+    from ..core import audit, verify
+    from . import stores
 
     settings = _settings(ui, repo)
     if not os.path.exists(settings.store):  # nothing recorded: do not create it
@@ -634,7 +635,7 @@ def _audit_filters(repo, opts):
         since = dateutil.parsedate(opts['since'])[0]
     rev = None
     if opts.get('rev'):
-        rev = pycompat.sysstr(planner.resolve_rev(repo.unfiltered(), opts['rev']).hex())
+        rev = pycompat.sysstr(planning.resolve_rev(repo.unfiltered(), opts['rev']).hex())
     return {"since": since, "user": config.text(opts['user']) if opts.get('user') else None,
             "task": config.text(opts['task']) if opts.get('task') else None,
             "changeset": rev}
@@ -692,7 +693,8 @@ def _audit_summary(rec):
 def _audit_verify(ui, store, settings, opts, verify, head):
     import time as _time
 
-    from . import audit, stores
+    from ..core import audit
+    from . import stores
 
     key = stores.chain(settings).key
     head = config.text(head) if head else None

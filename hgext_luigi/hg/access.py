@@ -29,7 +29,8 @@ import os
 from mercurial import error, pycompat
 from mercurial.i18n import _
 
-from . import acl, config
+from ..core import acl
+from . import config
 
 _b = config.local
 
@@ -57,13 +58,13 @@ def owners_at(repo, ctxs, settings):
 def graph_at(ui, repo, ctx, settings):
     """The task graph of accepted code at ``ctx``; None at the null revision or
     where no pipeline loads (then every change counts as pipeline code)."""
-    from . import index, planner
+    from . import graphcache, planning
 
     if ctx.rev() < 0:
         return None
     try:
-        with planner.Workspace(ui, repo, ctx, settings) as ws:
-            return index.load(ui, ctx, settings, ws.path)
+        with planning.Workspace(ui, repo, ctx, settings) as ws:
+            return graphcache.load(ui, ctx, settings, ws.path)
     except error.Abort as e:
         ui.note(_(b'luigi acl: no task graph at %s: %s\n') % (ctx.hex()[:12], e.message))
         return None
@@ -94,9 +95,9 @@ def touched_families(repo, base, graph, changed, settings):
     """``{family: [changed paths touching it]}`` by the task graph at ``base``:
     watched files touch their tasks, pipeline code touches every task and
     the ``*`` pseudo-family."""
-    from . import planner
+    from . import planning
 
-    nodes = planner.graph_nodes(graph) if graph else {}
+    nodes = planning.graph_nodes(graph) if graph else {}
     families = sorted({n.family for n in nodes.values() if not n.external})
     code = sorted(p for p in changed if _is_code(p, graph, settings))
     out = {f: list(code) for f in families + [ALL]} if code else {}
@@ -104,11 +105,11 @@ def touched_families(repo, base, graph, changed, settings):
         out.setdefault(ALL, []).append(settings.watches_file)
     data = [p for p in changed if p not in code and p != settings.watches_file]
     if data and nodes:
-        from . import plan
+        from ..core import affected
 
         watching = {k: n for k, n in nodes.items() if not n.external and n.watches}
-        seen = plan.touched(plan.WatchIndex(watching), {p: changed[p] for p in data},
-                            planner.Matchers(repo, base, watching),
+        seen = affected.touched(affected.WatchIndex(watching), {p: changed[p] for p in data},
+                            planning.Matchers(repo, base, watching),
                             pycompat.sysstr(base.hex()))
         for key, hits in seen.items():
             paths = [path for path, kind, how in hits if how == "watch"]

@@ -14,7 +14,7 @@ from mercurial import encoding, error, pycompat, registrar
 from mercurial.i18n import _
 from mercurial.utils import stringutil
 
-from . import sandbox
+from ..core import sandbox
 
 
 # terminal control characters (escape sequences, carriage returns...) but newline

@@ -28,7 +28,8 @@ from mercurial.hgweb.common import (
     ErrorResponse,
 )
 
-from . import config, graph
+from . import config
+from ..core import graph
 
 NAME = 'luigi'
 

@@ -1,6 +1,6 @@
 """Where Mercurial meets the plain-Python planner: revisions, status, matchers.
 
-Turns a changectx into the inputs :func:`hgext_luigi.plan.classify` wants (graph
+Turns a changectx into the inputs :func:`hgext_luigi.core.affected.classify` wants (graph
 nodes, per-task history from the lineage store, ``status`` between two revisions,
 Mercurial matchers for ``watches``) and shows the result.
 """
@@ -11,7 +11,8 @@ import re
 from mercurial import error, match as matchmod, pathutil, pycompat, scmutil
 from mercurial.i18n import _
 
-from . import config, index, lineage, plan, tree as treemod
+from . import config, graphcache, trees as treemod
+from ..core import lineage, affected
 
 
 def resolve_rev(repo, rev):
@@ -32,30 +33,38 @@ def resolve_rev(repo, rev):
 
 
 class Workspace:
-    """Lazily materialized tree of one revision, released on exit."""
+    """Lazily materialized tree of one revision (and of the other revisions a
+    run reads sources at), released on exit."""
 
     def __init__(self, ui, repo, ctx, settings):
         self.ui = ui
         self.repo = repo
         self.ctx = ctx
         self.settings = settings
-        self.tree = None
+        self.trees = {}  # hex -> held trees.Tree
 
     def path(self):
-        if self.tree is None:
+        return self.tree_of(pycompat.sysstr(self.ctx.hex()))
+
+    def tree_of(self, changeset):
+        """The path of the tree of ``changeset`` (full hex), held until exit."""
+        tree = self.trees.get(changeset)
+        if tree is None:
+            ctx = self.repo.unfiltered()[pycompat.sysbytes(changeset)]
             ui = self.ui
 
             def progress(total):
                 return ui.makeprogress(_(b'materializing'), unit=_(b'files'), total=total)
 
-            self.tree = treemod.materialize(self.repo, self.ctx, keep=self.settings.tree_cache,
-                                            progress=progress)
-            ui.debug(b'luigi: tree %s (%d files written)\n' % (self.tree.path, self.tree.written))
-        return pycompat.fsdecode(self.tree.path)
+            tree = self.trees[changeset] = treemod.materialize(
+                self.repo, ctx, keep=self.settings.tree_cache, progress=progress)
+            ui.debug(b'luigi: tree %s (%d files written)\n' % (tree.path, tree.written))
+        return pycompat.fsdecode(tree.path)
 
     def release(self):
-        if self.tree is not None:
-            self.tree.release()
+        for tree in self.trees.values():
+            tree.release()
+        self.trees.clear()
 
     def __enter__(self):
         return self
@@ -72,7 +81,7 @@ _FILE_READING = (b'listfile:', b'listfile0:', b'include:', b'subinclude:')
 def _decided(pattern):
     """A pattern planning matches without Mercurial (``DIR/**``, a plain path)
     and that Mercurial's path auditor would take: no ``.hg`` component."""
-    prefix, form = plan.watch_rule(pattern)
+    prefix, form = affected.watch_rule(pattern)
     parts = prefix.lower().split("/")
     return form is not None and ".hg" not in parts and ".hg." not in parts
 
@@ -93,7 +102,7 @@ class Matchers:
 
     def check_all(self):
         """Build the matcher of every task whose patterns need one (those
-        :func:`plan.watch_rule` decides alone are checked here as paths)."""
+        :func:`affected.watch_rule` decides alone are checked here as paths)."""
         for key, node in self.nodes.items():
             if node.watches and not all(_decided(p) for p in node.watches):
                 self.get(key)
@@ -142,7 +151,7 @@ class Matchers:
 
 
 def changes_since(repo, ctx):
-    """A ``changes(base)`` function for :func:`plan.classify`."""
+    """A ``changes(base)`` function for :func:`affected.classify`."""
     unfi = repo.unfiltered()
 
     def changes(base):
@@ -162,7 +171,7 @@ def changes_since(repo, ctx):
 
 
 def graph_nodes(graph):
-    return {t["key"]: plan.Node(t["key"], t["family"], t["requires"], t["watches"],
+    return {t["key"]: affected.Node(t["key"], t["family"], t["requires"], t["watches"],
                                 t["code"], t.get("external", False), t["params"],
                                 t.get("digest"), t.get("rules"))
             for t in graph["tasks"]}
@@ -186,7 +195,7 @@ class Planned:
 
 def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
     """Plan ``ctx``: load the graph (cached), then classify every task."""
-    graph = index.load(ui, ctx, settings, workspace.path, tasks=names)
+    graph = graphcache.load(ui, ctx, settings, workspace.path, tasks=names)
     for warning in graph.get("warnings", []):
         ui.warn(_(b'warning: %s\n') % _b(warning))
     # a --task key given with other spacing or defaults left out: its canonical key
@@ -194,7 +203,7 @@ def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
     nodes = graph_nodes(graph)
     roots = list(graph["roots"])
     try:
-        selected = plan.select(nodes, names) if names else None
+        selected = affected.select(nodes, names) if names else None
         wanted = roots + [k for k in (selected or []) if k not in roots]
         matches = Matchers(repo, ctx, {k: n for k, n in nodes.items()})
         own_store = store is None
@@ -202,13 +211,13 @@ def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
             store = lineage.open_store(settings.store, settings.output_root)
         try:
             rev = pycompat.sysstr(ctx.hex())
-            reuse = lineage.Reuse(store, rev, lambda key: plan.node_digest(nodes[key]))
-            decisions = plan.classify(nodes, wanted, rev, reuse, changes_since(repo, ctx),
+            reuse = lineage.Reuse(store, rev, lambda key: affected.node_digest(nodes[key]))
+            decisions = affected.classify(nodes, wanted, rev, reuse, changes_since(repo, ctx),
                                       matches, force=force)
         finally:
             if own_store:
                 store.close()
-    except plan.PlanError as e:
+    except affected.PlanError as e:
         raise error.Abort(_b(str(e)),
                           hint=_b(e.hint) if e.hint else None)
     except lineage.StoreError as e:
@@ -244,7 +253,7 @@ def show(ui, planned, fm, with_ids=True):
     """The plan as a table (text) or one object per task (``-T json``)."""
     decisions = planned.decisions
     if planned.selected is not None:
-        keep = set(plan.toposort(planned.nodes, planned.selected))
+        keep = set(affected.toposort(planned.nodes, planned.selected))
         decisions = [d for d in decisions if d.key in keep]
     width = max([len(d.key) for d in decisions] + [4])
     fm.plain(b'%-*s  %-10s  %-12s  %s\n' % (width, b'TASK', b'STATUS', b'STAMP', b'WHY'))
@@ -313,7 +322,7 @@ def task_files(repo, planned):
         watched = {}
         if node.watches:
             m = Matchers(repo, ctx, {key: node}).get(key)
-            for f in _under(paths, {plan.watch_prefix(p) for p in node.watches}):
+            for f in _under(paths, {affected.watch_prefix(p) for p in node.watches}):
                 if m(f):
                     watched[pycompat.fsdecode(f)] = mf[f].hex()
         return {"watched": watched, "source": source}

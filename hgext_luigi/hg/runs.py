@@ -1,7 +1,7 @@
 """Dispatch a planned revision to Luigi and follow it (hg side).
 
 One run: take the repository's run lock, plan, record the plan in the lineage
-store, start ``hgext_luigi.runner`` in the tree materialized at the revision,
+store, start ``hgext_luigi.pipeline.runner`` in the tree materialized at the revision,
 show its progress and print the per-task summary.  Nothing here holds the
 repository lock: builds only read history.
 """
@@ -18,9 +18,10 @@ import uuid
 from mercurial import error, pycompat
 from mercurial.i18n import _
 
-from . import builds, config, index, planner, sandbox, stores
+from ..core import builds, protocol, sandbox
+from . import config, graphcache, planning, stores
 
-_b = planner._b
+_b = planning._b
 
 
 class RunLock:
@@ -150,22 +151,23 @@ def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, rep
     if scheduler and not opts.get("dry_run"):
         check_scheduler(scheduler)
     with RunLock(settings.state, settings.lock_timeout), \
-            planner.Workspace(ui, repo, ctx, settings) as ws:
+            planning.Workspace(ui, repo, ctx, settings) as ws:
         store = stores.open_store(settings)
         try:
             if identity is None:
-                from . import acl, trigger as triggers
+                from ..core import acl
+                from . import trigger as triggers
 
                 identity = acl.Identity(triggers.os_account())
             if not opts.get("dry_run"):  # decided before any code of ctx runs
                 from . import access
 
                 access.check_run(ui, repo, ctx, settings, identity, force, names, store)
-            planned = planner.make(ui, repo, ctx, settings, ws, force=force, names=names,
+            planned = planning.make(ui, repo, ctx, settings, ws, force=force, names=names,
                                    store=store)
             if opts.get("dry_run"):
                 fm = fm or ui.formatter(b'luigi-run', {})
-                planner.show(ui, planned, fm)
+                planning.show(ui, planned, fm)
                 fm.end()
                 return 0
             return _execute(ui, repo, ctx, settings, ws, store, planned, force,
@@ -179,7 +181,7 @@ def _changed_since(repo, ctx, todo):
     """For the tasks to build: the paths changed since each one's base (its last
     successful build), and under ``""`` the files ``ctx`` itself touched (for
     tasks never built).  Tasks read them through ``Context.changed_paths``."""
-    changes = planner.changes_since(repo, ctx)
+    changes = planning.changes_since(repo, ctx)
     out = {"": sorted(pycompat.fsdecode(f) for f in ctx.files())}
     for d in todo:
         if d.base and d.base not in out:
@@ -220,7 +222,8 @@ def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, schedu
     started = time.time()
     logpath = os.path.join(settings.state, "logs", "%s.log" % run_id)
     final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo),
-                            planner.task_files(repo, planned), _lineage_events(repo, settings))
+                            planning.task_files(repo, planned), _lineage_events(repo, settings),
+                            ws.tree_of)
     elapsed = time.time() - started
 
     lines.finish(final)
@@ -248,10 +251,10 @@ def _record_checks(store, ctx, planned, decisions):
     """Move the comparison point of every task the plan found unaffected up to
     ``ctx``: the next plan compares from here, not from its (maybe old) build,
     so one large commit no task watches is paid for once."""
-    from . import plan
+    from ..core import affected
 
     store.record_checks(pycompat.sysstr(ctx.hex()), [
-        (d.key, d.changeset, plan.node_digest(planned.nodes[d.key]))
+        (d.key, d.changeset, affected.node_digest(planned.nodes[d.key]))
         for d in decisions if not d.affected and not d.external and d.changeset])
 
 
@@ -260,9 +263,9 @@ def _in_scope(planned):
     what it needs."""
     if planned.selected is None:
         return list(planned.decisions)
-    from . import plan
+    from ..core import affected
 
-    keep = set(plan.toposort(planned.nodes, planned.selected))
+    keep = set(affected.toposort(planned.nodes, planned.selected))
     return [d for d in planned.decisions if d.key in keep]
 
 
@@ -288,15 +291,15 @@ def _run_data(repo, ctx, settings, planned, decisions, todo, force):
 def _lineage_events(repo, settings):
     """The OpenLineage emitter of a run, or None (not configured: the client's
     own ``OPENLINEAGE_URL``, ``OPENLINEAGE_CONFIG`` or ``openlineage.yml``)."""
-    from . import olevents
+    from ..core import olevents
 
     url = config.text(repo.ui.config(b'paths', b'default') or repo.root)
     return olevents.Emitter.create(settings.openlineage_namespace or url, url)
 
 
 def _run_runner(ui, settings, store, data, logpath, lines, total, files_of=None,
-                lineage_events=None):
-    """Start ``hgext_luigi.runner`` in the tree with the allow-listed environment,
+                lineage_events=None, tree_of=None):
+    """Start ``hgext_luigi.pipeline.runner`` in the tree with the allow-listed environment,
     its log in ``logpath``, and follow it.  Returns (final event, exit status)."""
     logdir = os.path.dirname(logpath)
     os.makedirs(logdir, exist_ok=True)
@@ -306,13 +309,14 @@ def _run_runner(ui, settings, store, data, logpath, lines, total, files_of=None,
     secret_fd, secret_env = sandbox.secrets_pipe(os.environ, settings.secret_env)
     reply_r, reply_w = os.pipe()  # the answers to the runner's requests
     child_fds = [reply_r] + ([secret_fd] if secret_fd is not None else [])
-    env = dict(secret_env, HGEXT_LUIGI_CONTEXT=ctxpath, HGEXT_LUIGI_REPLY_FD=str(reply_r))
+    env = dict(secret_env, **{protocol.CONTEXT_ENV: ctxpath,
+                              protocol.REPLY_FD_ENV: str(reply_r)})
     try:
         with open(logpath, "wb") as log:
             try:
                 proc = subprocess.Popen(
-                    [settings.python, "-m", "hgext_luigi.runner"], cwd=data["tree"],
-                    env=index.pipeline_env(settings, env), pass_fds=child_fds,
+                    [settings.python, "-m", protocol.RUNNER], cwd=data["tree"],
+                    env=graphcache.pipeline_env(settings, env), pass_fds=child_fds,
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
             except OSError as e:
                 store.end_run(data["run_id"], "failed", {},
@@ -322,7 +326,8 @@ def _run_runner(ui, settings, store, data, logpath, lines, total, files_of=None,
             finally:
                 for fd in child_fds:
                     os.close(fd)  # the child has its copies
-            recorder = builds.Builds(store, settings, data, files_of, lineage_events)
+            recorder = builds.Builds(store, settings, data, files_of, lineage_events,
+                                     tree_of)
             try:
                 return _follow(ui, proc, lines, total, _answerer(recorder, reply_w))
             finally:
@@ -338,46 +343,11 @@ def _run_runner(ui, settings, store, data, logpath, lines, total, files_of=None,
 def _answerer(recorder, fd):
     """Answer one request of the runner on the pipe ``fd``."""
     def answer(ev):
-        data = (json.dumps(recorder.handle(ev)) + "\n").encode("utf-8")
         try:
-            while data:
-                data = data[os.write(fd, data):]
+            protocol.write_all(fd, protocol.encode(recorder.handle(ev)))
         except OSError:
             pass  # the runner is gone: its exit status says the rest
     return answer
-
-
-# the string fields each event the runner sends must carry
-_EVENT_FIELDS = {"start": ("key", "task_id"), "success": ("key", "task_id"),
-                 "failure": ("key", "task_id", "error"), "status": ("key", "message"),
-                 "error": ("message",), "done": (), "scheduling": (), "request": ("op",)}
-
-
-def parse_event(line):
-    """One event line of the runner as a dict, or None when it is not one the
-    runner sends (the pipe is shared with pipeline code, which may write
-    anything to it)."""
-    try:
-        ev = json.loads(line.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(ev, dict) or ev.get("event") not in _EVENT_FIELDS:
-        return None
-    if not all(isinstance(ev.get(f), str) for f in _EVENT_FIELDS[ev["event"]]):
-        return None
-    if not isinstance(ev.get("seconds", 0.0), (int, float)):
-        return None
-    if ev["event"] == "done" and not all(
-            isinstance(ev.get(f, {}), dict)
-            and all(isinstance(v, str) for v in ev.get(f, {}).values())
-            for f in ("luigi", "ids")):
-        return None
-    return ev
-
-
-# the longest event line read (a build's outputs and inputs, listed); longer is
-# pipeline code writing on the channel, not the runner
-MAX_EVENT = 16 << 20
 
 
 def _follow(ui, proc, lines, total, answer):
@@ -386,14 +356,14 @@ def _follow(ui, proc, lines, total, answer):
     final = {}
     prog = ui.makeprogress(_(b'luigi'), unit=_(b'tasks'), total=total)
     try:
-        for line in iter(lambda: proc.stdout.readline(MAX_EVENT), b''):
-            if len(line) >= MAX_EVENT and not line.endswith(b'\n'):
+        for line in iter(lambda: proc.stdout.readline(protocol.MAX_EVENT), b''):
+            if len(line) >= protocol.MAX_EVENT and not line.endswith(b'\n'):
                 proc.kill()  # pipeline code flooding the channel: stop, do not buffer it
                 final = {"event": "error", "message": "the run wrote an event line longer "
-                         "than %d bytes on the events channel; stopped" % MAX_EVENT}
+                         "than %d bytes on the events channel; stopped" % protocol.MAX_EVENT}
                 ui.warn(_(b'luigi: %s\n') % _b(final["message"]))
                 break
-            ev = parse_event(line)
+            ev = protocol.parse_event(line)
             if ev is None:
                 continue  # pipeline code can write here too: never trust a line
             kind = ev["event"]
@@ -469,7 +439,7 @@ class TaskLines:
                 why = luigi_outcome.get(d.key)
                 error_msg = _NOT_RUN.get(why, why.replace("_", " ") if why else None)
             if task_id is None and not self.fm.isplain():  # ids need Luigi: for -T only
-                task_id = planner.task_id(self.planned, d)
+                task_id = planning.task_id(self.planned, d)
             self._write(d, outcome, task_id, None, error_msg)
 
     def _write(self, d, outcome, task_id, seconds, error_msg):

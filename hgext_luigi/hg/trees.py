@@ -24,7 +24,7 @@ import os
 import shutil
 import stat
 
-from mercurial import error, hg, pathutil, pycompat, ui as uimod, vfs as vfsmod
+from mercurial import error, pathutil, pycompat, vfs as vfsmod
 from mercurial.i18n import _
 
 
@@ -383,19 +383,3 @@ def _prune(base, keep, current):
             _discard(base, other)
         finally:
             os.close(fd)
-
-
-_held = []
-
-
-def materialize_path(repo_root, changeset):
-    """For a pipeline subprocess: the tree of ``changeset``, held until exit."""
-    ui = uimod.ui.load()
-    repo = hg.repository(ui, os.fsencode(repo_root))
-    try:
-        ctx = repo.unfiltered()[changeset.encode('ascii')]
-    except error.RepoLookupError:
-        raise LookupError('unknown changeset %s' % changeset)
-    tree = materialize(repo, ctx)
-    _held.append(tree)
-    return os.fsdecode(tree.path)

@@ -21,12 +21,11 @@ leaves it to be delivered again (the rerun reuses what was already built).
 """
 
 import json
-import threading
 
 from mercurial import error, pycompat
 from mercurial.i18n import _
 
-from ..core import acl, sfnclient
+from ..core import acl, heartbeat, sfnclient
 from . import config, runs, planning, stores
 
 # who a callback is for [luigi] acl: an owner principal, or a member of a
@@ -43,26 +42,16 @@ def client_for(settings):
                                          profile=settings.aws_profile)
 
 
-class _Heartbeat(threading.Thread):
-    def __init__(self, client, token, queue, receipt, every, visibility):
-        super().__init__(name="hgext_luigi-sfn-heartbeat", daemon=True)
-        self.client, self.token = client, token
-        self.queue, self.receipt = queue, receipt
-        self.every, self.visibility = every, visibility
-        self.stopped = threading.Event()
-        self.lost = None
+def _keeper(settings, token, queue, receipt, every, visibility):
+    """A heartbeat for the waiting state, which also keeps the message hidden;
+    an error (the state gave up, AWS is away) is noted and beating goes on."""
+    client = client_for(settings)
 
-    def run(self):
-        while not self.stopped.wait(self.every):
-            try:
-                self.client.heartbeat(self.token)
-                self.client.keep_invisible(self.queue, self.receipt, self.visibility)
-            except Exception as e:  # the state gave up (TaskTimedOut) or AWS is away
-                self.lost = str(e)
+    def beat():
+        client.heartbeat(token)
+        client.keep_invisible(queue, receipt, visibility)
 
-    def stop(self):
-        self.stopped.set()
-        self.join()
+    return heartbeat.Heartbeat("hgext_luigi-sfn-heartbeat", every, beat, keep_going=True)
 
 
 def _outputs(store, run_id, keys):
@@ -133,49 +122,57 @@ def handle(ui, repo, settings, client, queue, message, every, visibility):
         client.delete(queue, receipt)
         return "dropped"
     token = req["token"]
-    bad = req["refused"]
-    execution = None if bad else req["execution"]
+    execution = None if req["refused"] else req["execution"]
     who = "stepfunctions:%s" % (execution or "token-" + sfnclient.token_digest(token))
     ui.status(_(b'luigi: callback %s from %s: %s at %s\n')
               % (_b(sfnclient.token_digest(token)), _b(execution or "?"),
                  _b(", ".join(req["tasks"]) or "all root tasks"), _b(req["rev"])))
-    beat = _Heartbeat(client_for(settings), token, queue, receipt, every, visibility)
-    beat.start()
-    report = {}
-    rc = ctx = None
-    failure = None
-    try:
-        if bad:  # answered as a failure, nothing built
-            raise error.Abort(_b(bad))
-        ctx = planning.resolve_rev(repo.unfiltered(), _b(req["rev"]))
-        opts = {"task": [_b(t) for t in req["tasks"]], "all": req["all"]}
-        rc = runs.run(ui, repo, ctx, settings, opts, trigger="stepfunctions",
-                          user=who, report=report, identity=acl.Identity(ACL_USER))
-    except error.Abort as e:
-        failure = ("hgext_luigi.Abort", pycompat.sysstr(e.message)
-                   + ("; %s" % pycompat.sysstr(e.hint) if e.hint else ""))
-    except Exception as e:
-        failure = ("hgext_luigi.Error", "%s: %s" % (type(e).__name__, e))
-    finally:
-        beat.stop()
+    with _keeper(settings, token, queue, receipt, every, visibility) as beat:
+        ctx, result, failure = _build(ui, repo, settings, req, who)
     if beat.lost:
         ui.warn(_(b'luigi: heartbeat for %s failed: %s\n')
                 % (_b(sfnclient.token_digest(token)), _b(beat.lost)))
-    store = stores.open_store(settings) if report.get("run_id") else None
+    outcome, failure = _answer(ui, settings, client, req, who, ctx, result, failure)
+    client.delete(queue, receipt)
+    detail = " (%s: %s)" % failure if outcome != "success" and failure else ""
+    ui.status(_(b'luigi: answered %s: %s%s\n') % (_b(sfnclient.token_digest(token)),
+                                                   _b(outcome), _b(detail)))
+    return outcome
+
+
+def _build(ui, repo, settings, req, who):
+    """(ctx, :class:`runs.Result`, failure) of the build a request asks for;
+    ``failure`` is (error name, cause) when it could not be built at all."""
+    ctx, result = None, runs.Result()
+    try:
+        if req["refused"]:  # answered as a failure, nothing built
+            raise error.Abort(_b(req["refused"]))
+        ctx = planning.resolve_rev(repo.unfiltered(), _b(req["rev"]))
+        request = runs.Request(trigger="stepfunctions", tasks=tuple(req["tasks"]),
+                               force=req["all"], user=who, identity=acl.Identity(ACL_USER))
+        return ctx, runs.run(ui, repo, ctx, settings, request), None
+    except error.Abort as e:
+        return ctx, result, ("hgext_luigi.Abort", config.abort_text(e, "; %s"))
+    except Exception as e:
+        return ctx, result, ("hgext_luigi.Error", "%s: %s" % (type(e).__name__, e))
+
+
+def _answer(ui, settings, client, req, who, ctx, result, failure):
+    """Send the state its result and record that it was answered; (outcome,
+    failure)."""
+    store = stores.open_store(settings)
     try:
         try:
-            if failure is None and rc == 0:
-                result = {"changeset": pycompat.sysstr(ctx.hex()), "run": report["run_id"],
-                          "summary": report.get("summary"),
-                          "tasks": _outputs(store, report["run_id"], report["targets"])}
-                client.send_success(token, result)
+            if failure is None and result.status == 0:
+                client.send_success(req["token"], {
+                    "changeset": pycompat.sysstr(ctx.hex()), "run": result.run_id,
+                    "summary": result.summary,
+                    "tasks": _outputs(store, result.run_id, result.targets)})
                 outcome = "success"
             else:
-                if failure is None:
-                    failure = ("hgext_luigi.TaskFailed", _failure_cause(
-                        store, report["run_id"], report.get("failed") or [],
-                        report.get("summary")))
-                client.send_failure(token, failure[0], failure[1])
+                failure = failure or ("hgext_luigi.TaskFailed", _failure_cause(
+                    store, result.run_id, result.failed, result.summary))
+                client.send_failure(req["token"], failure[0], failure[1])
                 outcome = "failure"
         except sfnclient.StepFunctionsError as e:
             if e.code not in ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist"):
@@ -183,22 +180,15 @@ def handle(ui, repo, settings, client, queue, message, every, visibility):
             ui.warn(_(b'luigi: the state no longer waits (%s); the result is not sent\n')
                     % _b(e.code))
             outcome = "expired"
-        if store is None:
-            store = stores.open_store(settings)
         store.record("callback-answered", {
-            "token": sfnclient.token_digest(token), "outcome": outcome,
+            "token": sfnclient.token_digest(req["token"]), "outcome": outcome,
             "tasks": req["tasks"], "rev": req["rev"], "all": req["all"],
             "error": failure[1] if failure and outcome != "success" else None},
-            actor=who, run_id=report.get("run_id"),
+            actor=who, run_id=result.run_id,
             changeset=pycompat.sysstr(ctx.hex()) if ctx is not None else None)
     finally:
-        if store is not None:
-            store.close()
-    client.delete(queue, receipt)
-    detail = " (%s: %s)" % failure if outcome != "success" and failure else ""
-    ui.status(_(b'luigi: answered %s: %s%s\n') % (_b(sfnclient.token_digest(token)),
-                                                   _b(outcome), _b(detail)))
-    return outcome
+        store.close()
+    return outcome, failure
 
 
 def serve(ui, repo, settings, queue, once=False, wait=20):

@@ -7,12 +7,12 @@ import time
 from mercurial import cmdutil, error, pycompat, registrar
 from mercurial.i18n import _
 
-from . import config, runs, planning
+from . import config, planning, runs, show
 
 cmdtable = {}
 command = registrar.command(cmdtable)
 
-_b = planning._b
+_b = config.local
 
 
 def _settings(ui, repo):
@@ -61,7 +61,7 @@ def luigi_affected(ui, repo, **opts):
     with planning.Workspace(ui, repo, ctx, settings) as ws:
         planned = planning.make(ui, repo, ctx, settings, ws, force=opts.get('all'),
                                names=names)
-    planning.show(ui, planned, fm)
+    show.plan(ui, planned, fm)
     fm.end()
     return 0
 
@@ -104,7 +104,13 @@ def luigi_run(ui, repo, **opts):
     if opts.get('workers', 0) < 0:
         raise error.InputError(_(b'--workers must be a positive number'))
     fm = _formatter(ui, b'luigi-run', opts)
-    return runs.run(ui, repo, ctx, settings, opts, trigger="manual", fm=fm)
+    request = runs.Request(
+        trigger="manual", force=bool(opts.get('all')),
+        tasks=tuple(config.text(n) for n in opts.get('task') or []),
+        workers=opts.get('workers') or None,
+        scheduler=config.text(opts.get('scheduler')) or None,
+        dry_run=bool(opts.get('dry_run')), warn_dirty=not opts.get('rev'))
+    return runs.run(ui, repo, ctx, settings, request, fm=fm).status
 
 
 def _graph(ui, repo, store, settings, rev, opts):
@@ -422,14 +428,23 @@ def luigi_worker(ui, repo, **opts):
     if opts.get('workers', 0) < 0:
         raise error.InputError(_(b'--workers must be a positive number'))
     settings = _settings(ui, repo)
+    return _serve(ui, opts.get('once'), _(b'luigi worker stopped\n'),
+                  _(b'%d queue entries processed, %d failed\n'),
+                  lambda: worker.serve(ui, repo, settings, once=opts.get('once'),
+                                       workers=opts.get('workers') or None))
+
+
+def _serve(ui, once, stopped, counts, serve):
+    """The end of a long-running command (the worker, the callback receiver):
+    Ctrl-C or SIGTERM stops it cleanly; ``--once`` says what it did and exits
+    1 when something failed."""
     try:
-        processed, failed = worker.serve(ui, repo, settings, once=opts.get('once'),
-                                         workers=opts.get('workers') or None)
+        done, failed = serve()
     except KeyboardInterrupt:
-        ui.status(_(b'luigi worker stopped\n'))
+        ui.status(stopped)
         return 0
-    if opts.get('once'):
-        ui.status(_(b'%d queue entries processed, %d failed\n') % (processed, failed))
+    if once:
+        ui.status(counts % (done, failed))
     return 1 if failed else 0
 
 
@@ -472,15 +487,10 @@ def luigi_callback(ui, repo, **opts):
                                hint=_(b'pass --queue URL or set [luigi] callback-queue'))
     if opts.get('wait') < 0 or opts.get('wait') > 20:
         raise error.InputError(_(b'--wait must be between 0 and 20 seconds'))
-    try:
-        answered, failed = callback.serve(ui, repo, settings, queue,
-                                          once=opts.get('once'), wait=opts.get('wait'))
-    except KeyboardInterrupt:
-        ui.status(_(b'luigi callback receiver stopped\n'))
-        return 0
-    if opts.get('once'):
-        ui.status(_(b'%d requests answered, %d failed\n') % (answered, failed))
-    return 1 if failed else 0
+    return _serve(ui, opts.get('once'), _(b'luigi callback receiver stopped\n'),
+                  _(b'%d requests answered, %d failed\n'),
+                  lambda: callback.serve(ui, repo, settings, queue,
+                                         once=opts.get('once'), wait=opts.get('wait')))
 
 
 @command(

@@ -62,6 +62,13 @@ def text(b, errors='surrogateescape'):
     return encoding.fromlocal(b).decode('utf-8', errors)
 
 
+def abort_text(e, hint_format=" (%s)"):
+    """An ``error.Abort`` as the ``str`` a record keeps (a queue entry's error,
+    a Step Functions failure cause): its message and hint."""
+    msg = text(e.message, errors='replace')
+    return msg + (hint_format % text(e.hint, errors='replace') if e.hint else "")
+
+
 configtable = {}
 configitem = registrar.configitem(configtable)
 

@@ -79,8 +79,7 @@ def commit_hook(ui, repo, hooktype, node=None, **kwargs):
                              names, more))
                 ui.status(_(b'luigi: build them with hg luigi-run\n'))
             return None
-        rc = runs.run(ui, repo, ctx, settings, {}, trigger="commit")
-        return bool(rc)
+        return bool(runs.run(ui, repo, ctx, settings, runs.Request(trigger="commit")).status)
     except error.Abort as e:
         runs.warn_abort(ui, e)
         return True
@@ -278,14 +277,13 @@ def changegroup_hook(ui, repo, hooktype, node=None, source=None, txnid=None, **k
         from . import worker
 
         owner = worker.owner_id()
-        settings = settings.replace(lock_timeout=max(settings.lock_timeout, 24 * 3600),
-                                    coalesce=False)  # this push's own heads, nothing else
         failed = False
         for e in pending:
             entry = q.claim(owner, settings.lease, settings.max_attempts, only=e["id"])
             if entry is None:
                 continue  # a worker took it first
-            state = worker.process(ui, repo, settings, q, entry, owner)
+            # this push's own heads, nothing else
+            state = worker.process(ui, repo, settings, q, entry, owner, coalesce=False)
             failed = failed or state != "done"
         if failed:
             ui.warn(_(b'luigi: the pipeline failed; the push itself is kept '

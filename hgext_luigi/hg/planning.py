@@ -6,13 +6,16 @@ Mercurial matchers for ``watches``) and shows the result.
 """
 
 import bisect
+import functools
 import re
 
 from mercurial import error, match as matchmod, pathutil, pycompat, scmutil
 from mercurial.i18n import _
 
 from . import config, graphcache, trees as treemod
-from ..core import lineage, affected
+from ..core import affected, lineage
+
+_b = config.local
 
 
 def resolve_rev(repo, rev):
@@ -151,9 +154,12 @@ class Matchers:
 
 
 def changes_since(repo, ctx):
-    """A ``changes(base)`` function for :func:`affected.classify`."""
+    """A ``changes(base)`` function for :func:`affected.classify`: the status
+    of each base against ``ctx``, computed once (the run asks again for the
+    paths it hands each task)."""
     unfi = repo.unfiltered()
 
+    @functools.lru_cache(maxsize=None)
     def changes(base):
         try:
             bctx = unfi[pycompat.sysbytes(base)]
@@ -178,8 +184,12 @@ def graph_nodes(graph):
 
 
 class Planned:
-    def __init__(self, ctx, graph, nodes, roots, decisions, selected):
+    """A plan: the graph, its decisions, and the comparisons made for them
+    (``changes(base)``)."""
+
+    def __init__(self, ctx, graph, nodes, roots, decisions, selected, changes):
         self.ctx = ctx
+        self.changes = changes
         self.graph = graph
         self.nodes = nodes
         self.roots = roots
@@ -187,6 +197,14 @@ class Planned:
         self.by_key = {d.key: d for d in decisions}
         self.selected = selected
         self.tasks = {t["key"]: t for t in graph["tasks"]}
+
+    def in_scope(self):
+        """The decisions that concern the run: all of them, or what ``--task``
+        selected and what it needs."""
+        if self.selected is None:
+            return list(self.decisions)
+        keep = set(affected.toposort(self.nodes, self.selected))
+        return [d for d in self.decisions if d.key in keep]
 
     @property
     def affected(self):
@@ -212,7 +230,8 @@ def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
         try:
             rev = pycompat.sysstr(ctx.hex())
             reuse = lineage.Reuse(store, rev, lambda key: affected.node_digest(nodes[key]))
-            decisions = affected.classify(nodes, wanted, rev, reuse, changes_since(repo, ctx),
+            changes = changes_since(repo, ctx)
+            decisions = affected.classify(nodes, wanted, rev, reuse, changes,
                                       matches, force=force)
         finally:
             if own_store:
@@ -222,7 +241,7 @@ def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
                           hint=_b(e.hint) if e.hint else None)
     except lineage.StoreError as e:
         raise error.Abort(_b(str(e)))
-    return Planned(ctx, graph, nodes, roots, decisions, selected)
+    return Planned(ctx, graph, nodes, roots, decisions, selected, changes)
 
 
 def task_id(planned, decision):
@@ -234,67 +253,6 @@ def task_id(planned, decision):
     if t["hgtask"] and decision.changeset:
         params["changeset"] = decision.changeset
     return task_id_str(t["family"], params)
-
-
-_b = config.local
-
-
-def _why(ui, reasons):
-    """The first reason and how many more; every reason with ``-v``."""
-    if ui.verbose:
-        return '; '.join(reasons)
-    why = reasons[0] if reasons else ''
-    if len(reasons) > 1:
-        why += ' (+%d more)' % (len(reasons) - 1)
-    return why
-
-
-def show(ui, planned, fm, with_ids=True):
-    """The plan as a table (text) or one object per task (``-T json``)."""
-    decisions = planned.decisions
-    if planned.selected is not None:
-        keep = set(affected.toposort(planned.nodes, planned.selected))
-        decisions = [d for d in decisions if d.key in keep]
-    width = max([len(d.key) for d in decisions] + [4])
-    fm.plain(b'%-*s  %-10s  %-12s  %s\n' % (width, b'TASK', b'STATUS', b'STAMP', b'WHY'))
-    if fm.isplain():
-        _show_text(ui, decisions, width)
-    else:
-        _show_items(ui, planned, decisions, fm, width, with_ids)
-    n = sum(1 for d in decisions if d.affected)
-    fm.plain(_(b'%d of %d tasks affected at %s\n')
-             % (n, len(decisions), planned.ctx.hex()[:12]))
-
-
-def _show_text(ui, decisions, width):
-    """The table as one write: a formatter item per row costs more than the
-    plan itself at 10,000 tasks."""
-    status = {}
-    rows = []
-    for d in decisions:
-        if d.status not in status:
-            status[d.status] = ui.label(b'%-10s' % _b(d.status),
-                                        b'luigi.status.%s' % _b(d.status))
-        rows.append(b'%s  %s  %-12s  %s\n' % (
-            ui.label(b'%-*s' % (width, _b(d.key)), b'luigi.task'), status[d.status],
-            d.changeset[:12].encode('ascii') if d.changeset else b'-',
-            _b(_why(ui, d.reasons))))
-    ui.write(b''.join(rows))
-
-
-def _show_items(ui, planned, decisions, fm, width, with_ids):
-    for d in decisions:
-        fm.startitem()
-        if with_ids:
-            fm.data(task=_b(task_id(planned, d)))
-        fm.write(b'key', b'%%-%ds  ' % width, _b(d.key), label=b'luigi.task')
-        fm.write(b'status', b'%-10s  ', _b(d.status), label=b'luigi.status.%s' % _b(d.status))
-        fm.plain(b'%-12s  ' % (_b(d.changeset[:12]) if d.changeset else b'-'))
-        fm.data(family=_b(d.family), affected=d.affected,
-                changeset=_b(d.changeset) if d.changeset else None,
-                base=_b(d.base) if d.base else None,
-                reasons=[_b(r) for r in d.reasons])
-        fm.plain(b'%s\n' % _b(_why(ui, d.reasons)))
 
 
 def task_files(repo, planned):

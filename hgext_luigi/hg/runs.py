@@ -6,6 +6,7 @@ show its progress and print the per-task summary.  Nothing here holds the
 repository lock: builds only read history.
 """
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -19,7 +20,7 @@ from mercurial import error, pycompat
 from mercurial.i18n import _
 
 from ..core import builds, protocol, sandbox
-from . import config, graphcache, planning, stores
+from . import config, graphcache, planning, show, stores
 
 _b = planning._b
 
@@ -64,21 +65,6 @@ class RunLock:
         self.release()
 
 
-# why Luigi left a task unrun (names from luigi.execution_summary)
-_NOT_RUN = {
-    "not_run": "not granted run permission by the scheduler (a central luigid refuses "
-               "to rerun a task it marked done in the last stable_done_cooldown_secs)",
-    "upstream_failure": "an upstream task failed",
-    "upstream_missing_dependency": "an upstream dependency is missing",
-    "still_pending_ext": "an external dependency is missing",
-    "still_pending_not_ext": "an input it needs is missing",
-    "run_by_other_worker": "being run by another worker",
-    "upstream_run_by_other_worker": "an upstream task is being run by another worker",
-    "scheduling_error": "failed scheduling",
-    "upstream_scheduling_error": "an upstream task failed scheduling",
-}
-
-
 def check_scheduler(url):
     """Fail fast, with a clear message, when the central scheduler is unreachable
     (Luigi itself would retry for a minute and a half)."""
@@ -113,6 +99,37 @@ def warn_dirty(ui, repo, ctx):
                   b'not built (building %s)\n') % ctx.hex()[:12])
 
 
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What a run is asked to do, by a command, a hook, the worker or the
+    callback (``str`` values: decoded where they came in)."""
+
+    trigger: str = "manual"
+    force: bool = False  # rebuild every task (--all, [luigi all])
+    tasks: tuple = ()  # --task names: these and what they need
+    workers: int = None  # None: [luigi] workers
+    scheduler: str = None  # None: [luigi] scheduler
+    dry_run: bool = False
+    warn_dirty: bool = False  # building the working directory's parent
+    user: str = None  # who the run is recorded for (default: the hg user name)
+    # who triggered it for [luigi] acl (default: the account hg runs as; never
+    # the hg user name, which is the caller's to set)
+    identity: object = None
+    wait_for_lock: bool = False  # wait for another run instead of giving up
+
+
+@dataclasses.dataclass
+class Result:
+    """What a run came to: ``status`` 0, or 1 when a task failed or could not run."""
+
+    status: int = 0
+    run_id: str = None
+    targets: list = dataclasses.field(default_factory=list)  # keys asked for
+    summary: str = None
+    failed: list = dataclasses.field(default_factory=list)
+    not_run: list = dataclasses.field(default_factory=list)
+
+
 def _targets(planned):
     """What the run was asked for: the roots, or the tasks ``--task`` names."""
     keys = planned.selected if planned.selected is not None else planned.roots
@@ -132,119 +149,122 @@ def _luigi_targets(planned, todo):
     return [_target(planned, d.key) for d in todo]
 
 
-def run(ui, repo, ctx, settings, opts, trigger="manual", fm=None, user=None, report=None,
-        identity=None):
-    """Plan and run ``ctx``.  Returns the exit status (0, or 1 if a task failed).
-
-    ``user``: who the run is recorded for (default: the hg user name); ``report``:
-    a dict filled with ``run_id``, ``summary`` and ``failed`` (task keys) as they
-    are known; ``identity``: the ``acl.Identity`` that triggered the run, for
-    ``[luigi] acl`` (default: the account hg runs as; never the hg user name,
-    which is the caller's to set)."""
-    force = bool(opts.get("all"))
-    names = [config.text(n) for n in opts.get("task") or []]
-    workers = opts.get("workers") or settings.workers
-    sched = opts.get("scheduler")
-    scheduler = pycompat.sysstr(sched) if sched else settings.scheduler
-    if trigger == "manual" and not opts.get("rev"):  # -r REV: not the working directory
+def run(ui, repo, ctx, settings, request, fm=None):
+    """Plan and run ``ctx`` as ``request`` (a :class:`Request`) says; a
+    :class:`Result`."""
+    request = _filled(ui, request)
+    scheduler = request.scheduler or settings.scheduler
+    if request.warn_dirty:
         warn_dirty(ui, repo, ctx)
-    if scheduler and not opts.get("dry_run"):
+    if scheduler and not request.dry_run:
         check_scheduler(scheduler)
-    with RunLock(settings.state, settings.lock_timeout), \
+    timeout = max(settings.lock_timeout, 24 * 3600) if request.wait_for_lock \
+        else settings.lock_timeout
+    with RunLock(settings.state, timeout), \
             planning.Workspace(ui, repo, ctx, settings) as ws:
         store = stores.open_store(settings)
         try:
-            if identity is None:
-                from ..core import acl
-                from . import trigger as triggers
-
-                identity = acl.Identity(triggers.os_account())
-            if not opts.get("dry_run"):  # decided before any code of ctx runs
-                from . import access
-
-                access.check_run(ui, repo, ctx, settings, identity, force, names, store)
-            planned = planning.make(ui, repo, ctx, settings, ws, force=force, names=names,
-                                   store=store)
-            if opts.get("dry_run"):
+            if not request.dry_run:  # decided before any code of ctx runs
+                _check_access(ui, repo, ctx, settings, request, store)
+            planned = planning.make(ui, repo, ctx, settings, ws, force=request.force,
+                                    names=list(request.tasks), store=store)
+            if request.dry_run:
                 fm = fm or ui.formatter(b'luigi-run', {})
-                planning.show(ui, planned, fm)
+                show.plan(ui, planned, fm)
                 fm.end()
-                return 0
-            return _execute(ui, repo, ctx, settings, ws, store, planned, force,
-                            workers, scheduler, trigger, fm, user,
-                            report if report is not None else {}, identity)
+                return Result()
+            return _execute(ui, repo, settings, ws, store, planned, request, scheduler,
+                            fm or ui.formatter(b'luigi-run', {}))
         finally:
             store.close()
 
 
-def _changed_since(repo, ctx, todo):
+def _filled(ui, request):
+    """``request`` with its defaults: the hg user name as the run's user, the
+    account hg runs as as who triggered it."""
+    from ..core import acl
+    from . import trigger
+
+    return dataclasses.replace(
+        request,
+        user=request.user or config.text(ui.username(acceptempty=True) or b'unknown'),
+        identity=request.identity or acl.Identity(trigger.os_account()))
+
+
+def _check_access(ui, repo, ctx, settings, request, store):
+    from . import access
+
+    access.check_run(ui, repo, ctx, settings, request.identity, request.force,
+                     list(request.tasks), store)
+
+
+def _changed_since(planned, todo):
     """For the tasks to build: the paths changed since each one's base (its last
     successful build), and under ``""`` the files ``ctx`` itself touched (for
-    tasks never built).  Tasks read them through ``Context.changed_paths``."""
-    changes = planning.changes_since(repo, ctx)
-    out = {"": sorted(pycompat.fsdecode(f) for f in ctx.files())}
+    tasks never built).  Tasks read them through ``Context.changed_paths``.
+    The comparisons are the plan's own (each status is computed once)."""
+    out = {"": sorted(pycompat.fsdecode(f) for f in planned.ctx.files())}
     for d in todo:
         if d.base and d.base not in out:
-            out[d.base] = sorted(changes(d.base) or [])
+            out[d.base] = sorted(planned.changes(d.base) or [])
     return out
 
 
-def _execute(ui, repo, ctx, settings, ws, store, planned, force, workers, scheduler,
-             trigger, fm, user, report, identity):
-    decisions = _in_scope(planned)
-    todo = [d for d in decisions if d.affected]
+def _begin(ui, store, planned, request, scheduler, decisions):
+    """Record the run and its plan; its id."""
     run_id = uuid.uuid4().hex
-    if user is None:
-        user = config.text(ui.username(acceptempty=True) or b'unknown')
-    targets = _targets(planned)
-    report.update(run_id=run_id, targets=[t["key"] for t in targets])
-    rows = [dict(d.as_dict()) for d in decisions]
     stale = store.interrupt_stale()
     if stale:
         ui.warn(_(b'luigi: %d task builds of an earlier run that was killed are recorded '
                   b'as failed\n') % stale)
-    store.begin_run(run_id, pycompat.sysstr(ctx.hex()), user, trigger,
-                    scheduler or "local", rows)
-    _record_checks(store, ctx, planned, decisions)
-    data = dict(_run_data(repo, ctx, settings, planned, decisions, todo, force),
-                tree=ws.path(), run_id=run_id, user=user, trigger=trigger, plan=rows,
-                identity=identity.user,
-                targets=_luigi_targets(planned, todo), workers=workers,
-                needs={d.key: planned.nodes[d.key].requires for d in todo},
-                block_size=settings.block_size,
-                scheduler=scheduler)
+    store.begin_run(run_id, pycompat.sysstr(planned.ctx.hex()), request.user,
+                    request.trigger, scheduler or "local", [d.as_dict() for d in decisions])
+    _record_checks(store, planned.ctx, planned, decisions)
+    return run_id
 
-    fm = fm or ui.formatter(b'luigi-run', {})
+
+def _execute(ui, repo, settings, ws, store, planned, request, scheduler, fm):
+    ctx = planned.ctx
+    decisions = planned.in_scope()
+    todo = [d for d in decisions if d.affected]
+    result = Result(targets=[t["key"] for t in _targets(planned)])
+    result.run_id = _begin(ui, store, planned, request, scheduler, decisions)
+    data = _run_data(repo, settings, planned, decisions, todo, request, scheduler,
+                     result.run_id, ws.path())
     ui.status(_(b'building %d of %d tasks at %s (%s scheduler)\n')
               % (len(todo), len(decisions), ctx.hex()[:12],
                  _b(scheduler) if scheduler else b'local'))
-    lines = TaskLines(ui, fm, planned, decisions)
+    lines = show.TaskLines(ui, fm, planned, decisions)
     started = time.time()
-    logpath = os.path.join(settings.state, "logs", "%s.log" % run_id)
-    final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo),
-                            planning.task_files(repo, planned), _lineage_events(repo, settings),
-                            ws.tree_of)
-    elapsed = time.time() - started
-
+    logpath = os.path.join(settings.state, "logs", "%s.log" % result.run_id)
+    recorder = builds.Builds(store, settings, data, planning.task_files(repo, planned),
+                             _lineage_events(repo, settings), ws.tree_of)
+    final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo), recorder)
     lines.finish(final)
+    return _end(ui, fm, store, result, lines, final, rc, time.time() - started, logpath)
+
+
+def _end(ui, fm, store, result, lines, final, rc, elapsed, logpath):
+    """Record how the run ended and say it: the summary line, the log when it
+    failed."""
     counts = lines.counts()
     failed = counts["failed"] + counts["not run"] > 0 or rc != 0
-    store.end_run(run_id, "failed" if failed else "success", lines.outcomes,
+    store.end_run(result.run_id, "failed" if failed else "success", lines.outcomes,
                   final.get("summary"))
-    summary = "%d ran, %d reused, %d failed, %d not run" % (
+    result.summary = "%d ran, %d reused, %d failed, %d not run" % (
         counts["ran"], counts["reused"], counts["failed"], counts["not run"])
-    report.update(summary=summary, failed=lines.keys("failed"),
-                  not_run=lines.keys("not run"))
+    result.failed, result.not_run = lines.keys("failed"), lines.keys("not run")
     fm.end()
-    end = _(b'%s in %.1fs (run %s)\n') % (_b(summary), elapsed, _b(run_id[:12]))
+    end = _(b'%s in %.1fs (run %s)\n') % (_b(result.summary), elapsed,
+                                          _b(result.run_id[:12]))
     if fm.isplain() and ui.quiet:
         ui.write(end)  # -q: the summary alone
     else:
         ui.status(end)
     if failed:
         ui.warn(_(b'luigi run failed; log: %s\n') % pycompat.fsencode(logpath))
-        return 1
-    return 0
+        result.status = 1
+    return result
 
 
 def _record_checks(store, ctx, planned, decisions):
@@ -258,33 +278,30 @@ def _record_checks(store, ctx, planned, decisions):
         for d in decisions if not d.affected and not d.external and d.changeset])
 
 
-def _in_scope(planned):
-    """The decisions of the run: all of them, or what ``--task`` selected and
-    what it needs."""
-    if planned.selected is None:
-        return list(planned.decisions)
-    from ..core import affected
-
-    keep = set(affected.toposort(planned.nodes, planned.selected))
-    return [d for d in planned.decisions if d.key in keep]
-
-
-def _run_data(repo, ctx, settings, planned, decisions, todo, force):
-    """What the runner subprocess learns about the run (its context file)."""
-    tasks = planned.graph["tasks"]
+def _run_data(repo, settings, planned, decisions, todo, request, scheduler, run_id, tree):
+    """What the runner subprocess learns about the run (its context file; see
+    ``core.protocol``)."""
+    ctx, tasks = planned.ctx, planned.graph["tasks"]
     return {
-        "mode": "run", "repo": pycompat.fsdecode(repo.root),
+        "repo": pycompat.fsdecode(repo.root), "tree": tree,
         "rev": pycompat.sysstr(ctx.hex()), "output_root": settings.output_root,
         "store": settings.store, "module": settings.module,
         "branch": config.text(ctx.branch()), "state": settings.state,
-        "changed_since": _changed_since(repo, ctx, todo),
+        "run_id": run_id, "user": request.user, "trigger": request.trigger,
+        "identity": request.identity.user,
+        "plan": [d.as_dict() for d in decisions],
+        "changed_since": _changed_since(planned, todo),
         "stamps": {d.key: d.changeset for d in planned.decisions if d.changeset},
-        "force": [d.key for d in decisions] if force else [],
+        "force": [d.key for d in decisions] if request.force else [],
         "adopted": sorted({t["family"] for t in tasks
                            if not t["hgtask"] and not t.get("external")}),
         "families": sorted({t["family"] for t in tasks}),
         "plain_output_root": settings.plain_output_root,
         "ansible_vault_env": settings.secret_env[0] if settings.secret_env else None,
+        "targets": _luigi_targets(planned, todo),
+        "workers": request.workers or settings.workers,
+        "needs": {d.key: planned.nodes[d.key].requires for d in todo},
+        "block_size": settings.block_size, "scheduler": scheduler,
     }
 
 
@@ -297,8 +314,7 @@ def _lineage_events(repo, settings):
     return olevents.Emitter.create(settings.openlineage_namespace or url, url)
 
 
-def _run_runner(ui, settings, store, data, logpath, lines, total, files_of=None,
-                lineage_events=None, tree_of=None):
+def _run_runner(ui, settings, store, data, logpath, lines, total, recorder):
     """Start ``hgext_luigi.pipeline.runner`` in the tree with the allow-listed environment,
     its log in ``logpath``, and follow it.  Returns (final event, exit status)."""
     logdir = os.path.dirname(logpath)
@@ -326,8 +342,6 @@ def _run_runner(ui, settings, store, data, logpath, lines, total, files_of=None,
             finally:
                 for fd in child_fds:
                     os.close(fd)  # the child has its copies
-            recorder = builds.Builds(store, settings, data, files_of, lineage_events,
-                                     tree_of)
             try:
                 return _follow(ui, proc, lines, total, _answerer(recorder, reply_w))
             finally:
@@ -389,80 +403,3 @@ def _follow(ui, proc, lines, total, answer):
         raise
     finally:
         prog.complete()
-
-
-class TaskLines:
-    """One line (one formatter item) per task of the run, written once: as the
-    task finishes for the tasks Luigi ran, at the end for the others.  Outcomes
-    are ``ran``, ``reused``, ``failed`` and ``not run``."""
-
-    def __init__(self, ui, fm, planned, decisions):
-        self.ui, self.fm, self.planned = ui, fm, planned
-        self.decisions = decisions
-        self.width = max([len(d.key) for d in decisions] + [4])
-        self.events = {}
-        self.outcomes = {}  # key -> (outcome, task id, seconds)
-
-    def started(self, ev):
-        self.events.setdefault(ev["key"], {})["task_id"] = ev["task_id"]
-
-    def finished(self, ev):
-        info = self.events.setdefault(ev["key"], {})
-        info.update(ev)
-        d = self.planned.by_key.get(ev["key"])
-        if d is None or ev["key"] in self.outcomes:
-            return
-        if ev["event"] == "success":
-            self._write(d, "ran", ev.get("task_id"), ev.get("seconds"), None)
-        else:
-            self._write(d, "failed", ev.get("task_id"), ev.get("seconds"), ev.get("error"))
-
-    def finish(self, final):
-        """The lines of the tasks that did not finish while we watched."""
-        luigi_outcome = final.get("luigi", {})
-        ids = final.get("ids", {})
-        for d in self.decisions:
-            if d.key in self.outcomes:
-                continue
-            ev = self.events.get(d.key, {})
-            task_id = ev.get("task_id") or ids.get(d.key)
-            error_msg = None
-            if ev:
-                outcome, error_msg = "failed", "interrupted"
-            elif d.external and luigi_outcome.get(d.key) == "still_pending_ext":
-                outcome = "not run"
-                error_msg = "its output is missing (an external input: produce it, then run again)"
-            elif d.external or not d.affected or luigi_outcome.get(d.key) == "already_done":
-                outcome = "reused"
-            else:
-                outcome = "not run"
-                why = luigi_outcome.get(d.key)
-                error_msg = _NOT_RUN.get(why, why.replace("_", " ") if why else None)
-            if task_id is None and not self.fm.isplain():  # ids need Luigi: for -T only
-                task_id = planning.task_id(self.planned, d)
-            self._write(d, outcome, task_id, None, error_msg)
-
-    def _write(self, d, outcome, task_id, seconds, error_msg):
-        self.outcomes[d.key] = (outcome, task_id, seconds)
-        fm = self.fm
-        if fm.isplain() and self.ui.quiet:
-            return  # -q: the summary line alone
-        fm.startitem()
-        fm.write(b'outcome', b'%-8s ', _b(outcome),
-                 label=b'luigi.outcome.%s' % _b(outcome.replace(' ', '-')))
-        fm.write(b'key', b'%%-%ds  ' % self.width, _b(d.key))
-        fm.plain(b'%-12s' % (_b(d.changeset[:12]) if d.changeset else b'-'))
-        fm.data(changeset=_b(d.changeset) if d.changeset else None, family=_b(d.family),
-                affected=d.affected, task=_b(task_id) if task_id else None)
-        fm.condwrite(seconds is not None, b'seconds', b'  %.2fs', seconds or 0.0)
-        fm.condwrite(bool(error_msg), b'error', b'  %s', _b(error_msg))
-        fm.plain(b'\n')
-
-    def counts(self):
-        out = {"ran": 0, "reused": 0, "failed": 0, "not run": 0}
-        for outcome, _id, _s in self.outcomes.values():
-            out[outcome] += 1
-        return out
-
-    def keys(self, outcome):
-        return [d.key for d in self.decisions if self.outcomes[d.key][0] == outcome]

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import threading
 import time
 import uuid
 
@@ -20,7 +19,7 @@ from mercurial import error, hg
 from mercurial.i18n import _
 
 from . import config, runs, stores
-from ..core import pushqueue
+from ..core import heartbeat, pushqueue
 
 _b = config.local
 
@@ -33,28 +32,17 @@ def open_queue(settings):
     return stores.open_queue(settings)
 
 
-class Heartbeat(threading.Thread):
-    """Renews an entry's lease every third of it, on a connection of its own."""
-
-    def __init__(self, path, entry_id, owner, lease):
-        super().__init__(name="hgext_luigi-heartbeat", daemon=True)
-        self.path, self.entry_id, self.owner, self.lease = path, entry_id, owner, lease
-        self.stopped = threading.Event()
-        self.lost = False
-
-    def run(self):
-        q = pushqueue.open_queue(self.path)
+def _lease_keeper(settings, entry_id, owner):
+    """A heartbeat renewing an entry's lease every third of it; each renewal on
+    a connection of its own (the thread's)."""
+    def renew():
+        q = pushqueue.open_queue(settings.queue)
         try:
-            while not self.stopped.wait(self.lease / 3.0):
-                if not q.heartbeat(self.entry_id, self.owner, self.lease):
-                    self.lost = True
-                    return
+            return q.heartbeat(entry_id, owner, settings.lease)
         finally:
             q.close()
 
-    def stop(self):
-        self.stopped.set()
-        self.join()
+    return heartbeat.Heartbeat("hgext_luigi-heartbeat", settings.lease / 3.0, renew)
 
 
 def _coalesce(repo, q, settings, entry, owner):
@@ -86,52 +74,55 @@ def _coalesce(repo, q, settings, entry, owner):
     return got or entry
 
 
-def process(ui, repo, settings, q, entry, owner, workers=None):
+def process(ui, repo, settings, q, entry, owner, workers=None, coalesce=None):
     """Build one claimed entry; returns its final state ('done' or 'failed')."""
-    if settings.coalesce:
+    if settings.coalesce if coalesce is None else coalesce:
         entry = _coalesce(repo, q, settings, entry, owner)
     covering = [e for e in q.entries(("running",)) if e["covered_by"] == entry["id"]]
     force = bool(entry["force"]) or any(e["force"] for e in covering)
-    unfi = repo.unfiltered()
-    what = _(b'luigi: building %s on %s, pushed by %s (queue entry %d%s)\n') % (
+    ui.status(_(b'luigi: building %s on %s, pushed by %s (queue entry %d%s)\n') % (
         _b(entry["head"][:12]), _b(entry["branch"]), _b(entry["pusher"]), entry["id"],
-        (b', covering %s' % b', '.join(b'%d' % e["id"] for e in covering)) if covering else b'')
-    ui.status(what)
-    hb = Heartbeat(settings.queue, entry["id"], owner, settings.lease)
+        (b', covering %s' % b', '.join(b'%d' % e["id"] for e in covering)) if covering else b''))
+    request = runs.Request(trigger="push", force=force, workers=workers,
+                           user=entry["pusher"], identity=_identity(entry),
+                           wait_for_lock=True)  # the lease is renewed meanwhile
+    hb = _lease_keeper(settings, entry["id"], owner)
     hb.start()
-    report = {}
-    state, err = "failed", None
     try:
-        try:
-            ctx = unfi[entry["head"].encode("ascii")]
-        except error.RepoLookupError:
-            raise error.Abort(_(b'head %s is not in the repository (stripped?)')
-                              % _b(entry["head"][:12]))
-        opts = {"all": force, "workers": workers}
-        rc = runs.run(ui, repo, ctx, settings, opts, trigger="push",
-                          user=entry["pusher"], report=report, identity=_identity(entry))
-        if rc == 0:
-            state = "done"
-        else:
-            err = _failure(report)
-    except error.Abort as e:
-        err = e.message.decode("utf-8", "replace")
-        if e.hint:
-            err += " (%s)" % e.hint.decode("utf-8", "replace")
-        runs.warn_abort(ui, e)
-    except Exception as e:  # a bug, or a pipeline finding one: fail this entry alone
-        err = "internal error: %s: %s" % (type(e).__name__, e)
-        ui.warn(_(b'luigi: %s\n') % _b(err))
+        state, result, err = _build(ui, repo, settings, entry, request)
     except BaseException:
         hb.stop()
         q.release(entry["id"], owner)  # stopped by the user: someone else takes it
         raise
     hb.stop()
-    if not q.finish(entry["id"], owner, state, summary=report.get("summary"), error=err,
-                    run_id=report.get("run_id")):
+    if not q.finish(entry["id"], owner, state, summary=result.summary, error=err,
+                    run_id=result.run_id):
         ui.warn(_(b'luigi: queue entry %d was taken over by another worker (lease of %ds '
                   b'expired)\n') % (entry["id"], settings.lease))
     return state
+
+
+def _build(ui, repo, settings, entry, request):
+    """(state, :class:`runs.Result`, error) of the build of ``entry``'s head;
+    an error of this entry never stops the worker."""
+    result = runs.Result()
+    try:
+        try:
+            ctx = repo.unfiltered()[entry["head"].encode("ascii")]
+        except error.RepoLookupError:
+            raise error.Abort(_(b'head %s is not in the repository (stripped?)')
+                              % _b(entry["head"][:12]))
+        result = runs.run(ui, repo, ctx, settings, request)
+        if result.status == 0:
+            return "done", result, None
+        return "failed", result, _failure(result)
+    except error.Abort as e:
+        runs.warn_abort(ui, e)
+        return "failed", result, config.abort_text(e)
+    except Exception as e:  # a bug, or a pipeline finding one: fail this entry alone
+        err = "internal error: %s: %s" % (type(e).__name__, e)
+        ui.warn(_(b'luigi: %s\n') % _b(err))
+        return "failed", result, err
 
 
 def _identity(entry):
@@ -150,14 +141,14 @@ def _identity(entry):
     return acl.Identity(user, tuple(g for g in groups if isinstance(g, str)))
 
 
-def _failure(report):
+def _failure(result):
     """What a failed run's queue entry says: the tasks that failed and,
     separately, those that did not run because of them."""
     parts = []
-    if report.get("failed"):
-        parts.append("failed: %s" % ", ".join(report["failed"]))
-    if report.get("not_run"):
-        parts.append("not run because of them: %s" % ", ".join(report["not_run"]))
+    if result.failed:
+        parts.append("failed: %s" % ", ".join(result.failed))
+    if result.not_run:
+        parts.append("not run because of them: %s" % ", ".join(result.not_run))
     return "; ".join(parts) or "run failed"
 
 
@@ -179,9 +170,6 @@ def serve(ui, repo, settings, once=False, workers=None, limit=None):
     """The worker loop.  Returns (processed, failed)."""
     owner = owner_id()
     q = open_queue(settings)
-    # a run waits for the repository's run lock (another worker's run) instead of
-    # giving up: the lease is renewed meanwhile
-    settings = settings.replace(lock_timeout=max(settings.lock_timeout, 24 * 3600))
     processed = failed = 0
 
     def terminate(signum, frame):

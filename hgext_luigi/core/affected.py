@@ -344,67 +344,84 @@ def classify(nodes, roots, rev, history, changes, matches, force=False,
     """
     order = toposort(nodes, roots)
     decisions = {}
-    index = WatchIndex(nodes)
-    seen_cache = {}
-
-    def seen_since(build):
-        """(what changed per task, the revision compared with) for ``build``."""
-        for since in (build.get("since"), build["changeset"]):
-            if not since:
-                continue
-            if since not in seen_cache:
-                changed = changes(since)
-                seen_cache[since] = (None if changed is None
-                                     else touched(index, changed, matches, since))
-            if seen_cache[since] is not None or since == build["changeset"]:
-                return seen_cache[since], since
-
+    seen = _Comparisons(WatchIndex(nodes), changes, matches)
     for key in order:
         node = nodes[key]
         if node.external:
             decisions[key] = Decision(key, node.family, False, False, None, None,
                                       ["external task: Luigi checks its output"], True)
-            continue
-        if force:
+        elif force:
             decisions[key] = Decision(key, node.family, True, True, rev, None,
                                       ["rebuild of every task requested (--all)"])
-            continue
-        builds = itertools.islice(history(key), candidates + 1)  # read as needed
-        first = next(builds, None)
-        upstream = [u for u in node.requires if decisions[u].affected]
-        if first is None:
-            reasons = [NEVER_BUILT] + ["upstream %s affected" % u for u in upstream]
-            decisions[key] = Decision(key, node.family, True, True, rev, None, reasons)
-            continue
-        chosen = None
-        first_reasons = None
-        for build in itertools.chain([first], builds):
-            seen, since = seen_since(build)
-            reasons = _direct_reasons(node, build, seen, since, outputs_exist)
-            reasons += _external_reasons(nodes, node, seen, since)
-            for u in node.requires:
-                d = decisions[u]
-                if d.external or d.affected:
-                    continue
-                consumed = build.get("inputs", {}).get(u)
-                if consumed is not None and consumed != d.changeset:
-                    reasons.append("upstream %s rebuilt at %s since %s"
-                                   % (u, short(d.changeset), short(build["changeset"])))
-            if first_reasons is None:
-                first_reasons = reasons
-            if not reasons:
-                chosen = build
-                break
-        if chosen is not None and not upstream:
-            decisions[key] = Decision(
-                key, node.family, False, False, chosen["changeset"], chosen["changeset"],
-                ["nothing it depends on changed since %s" % short(chosen["changeset"])])
-            continue
-        base = (chosen or first)["changeset"]
-        direct = chosen is None
-        if direct:
-            _mark_externals(nodes, node, decisions, first_reasons, rev)
-        reasons = (first_reasons if direct else []) + [
-            "upstream %s affected" % u for u in upstream]
-        decisions[key] = Decision(key, node.family, True, direct, rev, base, reasons)
+        else:
+            builds = itertools.islice(history(key), candidates + 1)  # read as needed
+            decisions[key] = _decide(nodes, node, decisions, builds, seen, rev,
+                                     outputs_exist)
     return [decisions[k] for k in order]
+
+
+class _Comparisons:
+    """What changed per task since a revision, each revision compared once."""
+
+    def __init__(self, index, changes, matches):
+        self.index, self.changes, self.matches = index, changes, matches
+        self.cache = {}
+
+    def since(self, build):
+        """(what changed per task, the revision compared with) for ``build``:
+        from its ``since`` when that revision is known, else its changeset."""
+        for since in (build.get("since"), build["changeset"]):
+            if not since:
+                continue
+            if since not in self.cache:
+                changed = self.changes(since)
+                self.cache[since] = (None if changed is None else
+                                     touched(self.index, changed, self.matches, since))
+            if self.cache[since] is not None or since == build["changeset"]:
+                return self.cache[since], since
+
+
+def _decide(nodes, node, decisions, builds, seen, rev, outputs_exist):
+    """The decision for ``node``: reuse the first of ``builds`` nothing it
+    depends on changed since, else build it at ``rev``."""
+    key = node.key
+    upstream = [u for u in node.requires if decisions[u].affected]
+    first = next(builds, None)
+    if first is None:
+        reasons = [NEVER_BUILT] + ["upstream %s affected" % u for u in upstream]
+        return Decision(key, node.family, True, True, rev, None, reasons)
+    chosen = first_reasons = None
+    for build in itertools.chain([first], builds):
+        reasons = _reasons(nodes, node, decisions, build, seen, outputs_exist)
+        if first_reasons is None:
+            first_reasons = reasons
+        if not reasons:
+            chosen = build
+            break
+    if chosen is not None and not upstream:
+        return Decision(
+            key, node.family, False, False, chosen["changeset"], chosen["changeset"],
+            ["nothing it depends on changed since %s" % short(chosen["changeset"])])
+    direct = chosen is None
+    if direct:
+        _mark_externals(nodes, node, decisions, first_reasons, rev)
+    reasons = (first_reasons if direct else []) + [
+        "upstream %s affected" % u for u in upstream]
+    return Decision(key, node.family, True, direct, rev, (chosen or first)["changeset"],
+                    reasons)
+
+
+def _reasons(nodes, node, decisions, build, seen, outputs_exist):
+    """Why ``build`` cannot be reused for ``node`` (none: it can)."""
+    changed, since = seen.since(build)
+    reasons = _direct_reasons(node, build, changed, since, outputs_exist)
+    reasons += _external_reasons(nodes, node, changed, since)
+    for u in node.requires:
+        d = decisions[u]
+        if d.external or d.affected:
+            continue
+        consumed = build.get("inputs", {}).get(u)
+        if consumed is not None and consumed != d.changeset:
+            reasons.append("upstream %s rebuilt at %s since %s"
+                           % (u, short(d.changeset), short(build["changeset"])))
+    return reasons

@@ -14,7 +14,7 @@ the role of a task it does not build).
 
 import re
 
-from . import credentials
+from . import credentials, protocol
 
 _HEX40 = re.compile(r"[0-9a-f]{40}\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
@@ -81,6 +81,8 @@ class Builds:
     def handle(self, ev):
         """The answer to one request event (a dict; ``error`` when refused)."""
         try:
+            if not protocol.is_text(ev):
+                raise Refused("the request holds text that is not UTF-8")
             if ev.get("op") == "start-build":
                 return self.start(ev)
             if ev.get("op") == "finish-build":

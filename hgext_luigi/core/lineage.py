@@ -495,32 +495,28 @@ class LineageStore:
                            " VALUES (?, ?, ?, ?)",
                            [(key, since, stamp, node) for key, stamp, node in rows])
 
-    def build(self, build_id):
-        row = self._db.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
+    # the columns a build is looked up by (never text from elsewhere in SQL)
+    _MATCH = ("id", "task_id", "key", "changeset", "run_id", "status")
+
+    def _newest(self, **match):
+        """The newest build whose columns have the given values, or None."""
+        assert set(match) <= set(self._MATCH)
+        where = " AND ".join("%s = ?" % c for c in match)
+        row = self._db.execute("SELECT * FROM builds WHERE %s ORDER BY id DESC LIMIT 1"
+                               % where, tuple(match.values())).fetchone()
         return self._build_dict(row) if row else None
+
+    def build(self, build_id):
+        return self._newest(id=build_id)
 
     def success_for(self, task_id, changeset):
-        row = self._db.execute(
-            "SELECT * FROM builds WHERE task_id = ? AND changeset = ? AND status = 'success'"
-            " ORDER BY id DESC LIMIT 1",
-            (task_id, changeset),
-        ).fetchone()
-        return self._build_dict(row) if row else None
+        return self._newest(task_id=task_id, changeset=changeset, status="success")
 
     def success_for_key(self, key, changeset):
-        row = self._db.execute(
-            "SELECT * FROM builds WHERE key = ? AND changeset = ? AND status = 'success'"
-            " ORDER BY id DESC LIMIT 1",
-            (key, changeset),
-        ).fetchone()
-        return self._build_dict(row) if row else None
+        return self._newest(key=key, changeset=changeset, status="success")
 
     def last_build_in_run(self, run_id, key):
-        row = self._db.execute(
-            "SELECT * FROM builds WHERE run_id = ? AND key = ? ORDER BY id DESC LIMIT 1",
-            (run_id, key),
-        ).fetchone()
-        return self._build_dict(row) if row else None
+        return self._newest(run_id=run_id, key=key)
 
     def outputs(self, build_id):
         out = []

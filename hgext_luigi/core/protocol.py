@@ -73,14 +73,25 @@ def write_all(fd, data):
         data = data[os.write(fd, data):]
 
 
+def is_text(obj):
+    """Whether every string of ``obj`` is valid Unicode text (JSON's ``\\udcff``
+    decodes to a lone surrogate, which SQLite and UTF-8 files refuse)."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError):
+        return False
+    return True
+
+
 def parse_event(line):
     """One event line as a dict, or None when it is not an event the runner
     sends, with the fields it must carry."""
     try:
         ev = json.loads(line.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
-    if not isinstance(ev, dict) or ev.get("event") not in EVENT_FIELDS:
+    if not isinstance(ev, dict) or not isinstance(ev.get("event"), str) \
+            or ev["event"] not in EVENT_FIELDS:
         return None
     if not all(isinstance(ev.get(f), str) for f in EVENT_FIELDS[ev["event"]]):
         return None

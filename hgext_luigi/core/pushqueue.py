@@ -273,11 +273,6 @@ class Queue:
                              (now + lease, now, entry_id, owner))
             return cur.rowcount == 1
 
-    def set_run(self, entry_id, owner, run_id):
-        with self._tx() as db:
-            db.execute("UPDATE entries SET run_id = ? WHERE id = ? AND owner = ?",
-                       (run_id, entry_id, owner))
-
     def finish(self, entry_id, owner, state, summary=None, error=None, run_id=None):
         """Close a claimed entry (and the entries it covers).  False when it is no
         longer ours (its lease ran out and another worker took it)."""
@@ -342,10 +337,6 @@ class Queue:
         if limit:
             sql = "SELECT * FROM (%s DESC LIMIT %d) ORDER BY id" % (sql, int(limit))
         return [dict(r) for r in self._db.execute(sql, args)]
-
-    def counts(self):
-        return {r["state"]: r["n"] for r in self._db.execute(
-            "SELECT state, COUNT(*) AS n FROM entries GROUP BY state")}
 
 
 def open_queue(path, audit=None):

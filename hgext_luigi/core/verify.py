@@ -37,17 +37,28 @@ def verify(store, key=None, expected_head=None, check_outputs=True):
             "outputs": checked, "before_audit": _before_audit(db)}
 
 
+def _object(text):
+    """A record's data as a dict, or None when it holds anything else."""
+    try:
+        data = json.loads(text)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _last_build_records(db):
     """build id -> (audit record id, the build as that record describes it)."""
     out = {}
     for rec in db.execute("SELECT id, actor, run_id, data FROM audit WHERE kind = 'build'"
                           " ORDER BY id"):
-        try:
-            data = json.loads(rec["data"])
-            data.update(user=rec["actor"], run_id=rec["run_id"])
-            out[data["build"]] = (rec["id"], data)
-        except (ValueError, KeyError, TypeError):
+        data = _object(rec["data"])
+        if data is None or "build" not in data:
             continue  # an edited record: the chain check reports it
+        data.update(user=rec["actor"], run_id=rec["run_id"])
+        try:
+            out[data["build"]] = (rec["id"], data)
+        except TypeError:  # an unhashable build id: edited too
+            continue
     return out
 
 
@@ -65,8 +76,14 @@ def _lineage_against_audit(db):
     ids = [r["id"] for r in db.execute("SELECT id FROM builds WHERE id > ? ORDER BY id",
                                        (_after(db),))]
     for build_id in ids:
-        state = lineage.build_state(db, build_id)
         rec = recorded.pop(build_id, None)
+        try:
+            state = lineage.build_state(db, build_id)
+        except ValueError:  # a JSON column no longer holds JSON
+            problems.append({"id": build_id, "kind": "lineage", "problem":
+                             "lineage build %d holds a value that is not JSON (edited)"
+                             % build_id})
+            continue
         if rec is None:
             problems.append({"id": build_id, "kind": "lineage", "problem":
                              "lineage build %d has no audit record (inserted)" % build_id})
@@ -88,10 +105,9 @@ def _run_records(db):
     out = {}
     for rec in db.execute("SELECT id, kind, actor, changeset, run_id, data FROM audit"
                           " WHERE kind IN ('run-started', 'run-ended') ORDER BY id"):
-        try:
-            data = json.loads(rec["data"])
-        except ValueError:
-            continue
+        data = _object(rec["data"])
+        if data is None:
+            continue  # an edited record: the chain check reports it
         rid, seen = out.get(rec["run_id"], (rec["id"], {}))
         if rec["kind"] == "run-started":
             seen.update({k: data.get(k) for k in ("rev", "user", "trigger", "scheduler",

@@ -110,7 +110,7 @@ def touched_families(repo, base, graph, changed, settings):
         watching = {k: n for k, n in nodes.items() if not n.external and n.watches}
         seen = affected.touched(affected.WatchIndex(watching), {p: changed[p] for p in data},
                             planning.Matchers(repo, base, watching),
-                            pycompat.sysstr(base.hex()))
+                            config.hexstr(base))
         for key, hits in seen.items():
             paths = [path for path, kind, how in hits if how == "watch"]
             if paths:
@@ -153,7 +153,7 @@ def check(ui, repo, settings, identity, ctx, bases, others, force, names=()):
         touched.setdefault(family, []).append("(asked for by name)")
     touched = {f: sorted(set(p)) for f, p in touched.items()}
     owners = owners_at(repo, list(bases) + list(others), settings)
-    return decide(settings, identity, pycompat.sysstr(ctx.hex()), touched, owners, force)
+    return decide(settings, identity, config.hexstr(ctx), touched, owners, force)
 
 
 def who(identity):
@@ -216,8 +216,8 @@ def check_run(ui, repo, ctx, settings, identity, force, names, store):
     others = branch_heads(repo, ctx, len(repo.unfiltered()))
     verdict = check(ui, repo, settings, identity, ctx, [p1], others, force, names)
     store.record("acl", dict(verdict.record(), owners_from=[
-        pycompat.sysstr(c.hex()) for c in [p1] + others]),
-        actor=identity.user, changeset=pycompat.sysstr(ctx.hex()))
+        config.hexstr(c) for c in [p1] + others]),
+        actor=identity.user, changeset=config.hexstr(ctx))
     if verdict.allowed or settings.acl == b'warn':
         return verdict
     ui.warn(_(b'luigi acl: %s may not build at %s:\n%s')

@@ -22,7 +22,7 @@ leaves it to be delivered again (the rerun reuses what was already built).
 
 import json
 
-from mercurial import error, pycompat
+from mercurial import error
 from mercurial.i18n import _
 
 from ..core import acl, heartbeat, sfnclient
@@ -165,7 +165,7 @@ def _answer(ui, settings, client, req, who, ctx, result, failure):
         try:
             if failure is None and result.status == 0:
                 client.send_success(req["token"], {
-                    "changeset": pycompat.sysstr(ctx.hex()), "run": result.run_id,
+                    "changeset": config.hexstr(ctx), "run": result.run_id,
                     "summary": result.summary,
                     "tasks": _outputs(store, result.run_id, result.targets)})
                 outcome = "success"
@@ -185,7 +185,7 @@ def _answer(ui, settings, client, req, who, ctx, result, failure):
             "tasks": req["tasks"], "rev": req["rev"], "all": req["all"],
             "error": failure[1] if failure and outcome != "success" else None},
             actor=who, run_id=result.run_id,
-            changeset=pycompat.sysstr(ctx.hex()) if ctx is not None else None)
+            changeset=config.hexstr(ctx) if ctx is not None else None)
     finally:
         store.close()
     return outcome, failure

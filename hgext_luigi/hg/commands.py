@@ -125,7 +125,7 @@ def _graph(ui, repo, store, settings, rev, opts):
             text = graph.output_dot(store, _resolve_output(repo, settings, opts['output']))
         else:
             ctx = planning.resolve_rev(repo, rev)
-            text = graph.lineage_dot(store, pycompat.sysstr(ctx.hex()))
+            text = graph.lineage_dot(store, config.hexstr(ctx))
         if opts.get('svg'):
             svg = graph.render_svg(text)  # before the file: nothing written on error
             with open(pycompat.fsdecode(opts['svg']), 'wb') as f:
@@ -249,7 +249,7 @@ def luigi_lineage(ui, repo, rev=None, **opts):
 
 def _by_rev(ui, repo, store, fm, rev):
     ctx = planning.resolve_rev(repo, rev)
-    node = pycompat.sysstr(ctx.hex())
+    node = config.hexstr(ctx)
     run = store.latest_run(node)
     if run is None:
         fm.end()
@@ -395,7 +395,7 @@ def debugluigitree(ui, repo, **opts):
     with planning.Workspace(ui, repo, ctx, settings) as ws:
         path = ws.path()
         ui.write(b'%s\n' % pycompat.fsencode(path))
-        ui.status(_(b'%d files written\n') % ws.trees[pycompat.sysstr(ctx.hex())].written)
+        ui.status(_(b'%d files written\n') % ws.trees[config.hexstr(ctx)].written)
     return 0
 
 
@@ -517,7 +517,7 @@ def luigi_queue(ui, repo, **opts):
     from ..core import pushqueue
 
     settings = _settings(ui, repo)
-    states = [pycompat.sysstr(s) for s in opts.get('state') or []]
+    states = [config.text(s) for s in opts.get('state') or []]
     for s in states:
         if s not in pushqueue.STATES:
             raise error.InputError(_(b'unknown state %s') % _b(s),
@@ -532,22 +532,35 @@ def luigi_queue(ui, repo, **opts):
             ui.status(_(b'the queue is empty (pushes are queued with [luigi] on-push = '
                         b'queue)\n'))
         return 0
-    from . import stores, trigger
+    from . import stores
 
     q = stores.open_queue(settings, write=bool(opts.get('retry')))
     try:
         if opts.get('retry'):
-            try:
-                entry = q.retry(opts['retry'], actor=trigger.os_account())
-            except pushqueue.QueueError as e:
-                raise error.Abort(_b(str(e)), hint=_(b'see hg luigi-queue'))
-            ui.status(_(b'queue entry %d (%s on %s) is pending again\n')
-                      % (entry['id'], _b(entry['head'][:12]), _b(entry['branch'])))
-            return 0
+            return _retry(ui, q, opts['retry'])
         entries = q.entries(states or None, limit=opts.get('limit') or None)
     finally:
         q.close()
     fm = _formatter(ui, b'luigi-queue', opts)
+    _write_entries(fm, entries)
+    fm.end()
+    return 0
+
+
+def _retry(ui, q, entry_id):
+    from ..core import pushqueue
+    from . import trigger
+
+    try:
+        entry = q.retry(entry_id, actor=trigger.os_account())
+    except pushqueue.QueueError as e:
+        raise error.Abort(_b(str(e)), hint=_(b'see hg luigi-queue'))
+    ui.status(_(b'queue entry %d (%s on %s) is pending again\n')
+              % (entry['id'], _b(entry['head'][:12]), _b(entry['branch'])))
+    return 0
+
+
+def _write_entries(fm, entries):
     if entries:
         fm.plain(b'%4s %-8s %-12s %-10s %-20s %-19s %s\n' % (
             b'ID', b'STATE', b'HEAD', b'BRANCH', b'PUSHER', b'TIME', b'TRIES'))
@@ -565,8 +578,6 @@ def luigi_queue(ui, repo, **opts):
         fm.condwrite(bool(e['summary']), b'summary', b'  %s', _b(e['summary']))
         fm.condwrite(bool(e['error']), b'error', b'  error: %s', _b(e['error']))
         fm.plain(b'\n')
-    fm.end()
-    return 0
 
 
 @command(

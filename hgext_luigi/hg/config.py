@@ -62,6 +62,11 @@ def text(b, errors='surrogateescape'):
     return encoding.fromlocal(b).decode('utf-8', errors)
 
 
+def hexstr(ctx):
+    """The full hash of a changectx as ``str`` (lineage, the queue, Luigi)."""
+    return ctx.hex().decode('ascii')
+
+
 def abort_text(e, hint_format=" (%s)"):
     """An ``error.Abort`` as the ``str`` a record keeps (a queue entry's error,
     a Step Functions failure cause): its message and hint."""
@@ -241,8 +246,7 @@ def _output_root(repo, value, default):
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """The options of one repository, read and checked once, as ``str`` for the
-    Luigi side.  Frozen: a caller that needs other values makes a copy with
-    :meth:`replace`."""
+    Luigi side; frozen."""
 
     module: str
     roots: tuple
@@ -258,6 +262,7 @@ class Settings:
     python: str
     pass_env: tuple
     secret_env: tuple
+    branches: tuple
     tree_cache: int
     lock_timeout: float
     lease: int
@@ -311,6 +316,7 @@ class Settings:
                               b'(globs * and ? allowed)')
                       if pass_env is not None else DEFAULT_PASS_ENV),
             secret_env=(vault,) if vault else (),
+            branches=r.names(b'branches', br'^\S+$', b'a branch name'),
             tree_cache=r.number(b'tree-cache', int, 1),
             lock_timeout=r.number(b'lock-timeout', float, 0),
             lease=r.number(b'lease', int, 1),
@@ -338,9 +344,6 @@ class Settings:
             queue=queue_path(repo),
             state=pycompat.fsdecode(state_dir(repo)),
         )
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
 
     def index_settings(self):
         """What the task graph depends on besides the repository's files."""

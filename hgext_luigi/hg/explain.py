@@ -54,7 +54,7 @@ class RepoFacts:
         for r in revs:
             ctx = self.repo[r]
             summary = ctx.description().splitlines()[0] if ctx.description() else b''
-            out.append({"node": pycompat.sysstr(ctx.hex()),
+            out.append({"node": config.hexstr(ctx),
                         "summary": config.text(summary)})
         return out
 
@@ -180,10 +180,10 @@ def resolve(ui, repo, store, settings, target, rev, against, resolve_output):
                           hint=_(b'give the path shown by hg luigi-lineage REV, or a task'))
     if new is None:
         ctx = planning.resolve_rev(repo.unfiltered(), rev or b'tip')
-        new = build_at(store, pycompat.sysstr(ctx.hex()), config.text(target))
+        new = build_at(store, config.hexstr(ctx), config.text(target))
     if against:
         ctx = planning.resolve_rev(repo.unfiltered(), against)
-        old = build_at(store, pycompat.sysstr(ctx.hex()), new["key"])
+        old = build_at(store, config.hexstr(ctx), new["key"])
     else:
         old = previous(store, new)
     if old is None:

@@ -11,27 +11,17 @@ commit never starts Python or imports Luigi.
 import hashlib
 import json
 import os
-import subprocess
 import tempfile
 
 from mercurial import error, pycompat
 from mercurial.i18n import _
 from mercurial.node import hex as hexnode
 
-from . import config
+from . import config, subproc
 from ..core import protocol, sandbox
 
 _KEEP = 8  # cached graphs per settings
 _PLANNING = 1  # the form of what affected.planning_facts() adds to a cached graph
-
-
-def pipeline_env(settings, extra=None):
-    """Environment of a pipeline subprocess: the allow-listed variables
-    (``[luigi] pass-env``), this package importable and nothing else of ours.
-    Call it right before starting one: it also makes this process
-    non-dumpable, so the child cannot read the server's environment in /proc."""
-    sandbox.deny_inspection()
-    return sandbox.pipeline_env(os.environ, settings.pass_env, settings.state, extra)
 
 
 # Luigi's configuration files outside the tree (those inside are repository
@@ -153,33 +143,19 @@ def load(ui, ctx, settings, get_tree, tasks=()):
     ui.note(_(b'loading pipeline %s at %s\n')
             % (config.local(settings.module), ctx.hex()[:12]))
     args = dict(settings.index_settings(), tasks=list(tasks), tree=tree,
-                rev=pycompat.sysstr(ctx.hex()))
-    fd, path = tempfile.mkstemp(prefix="hgluigi-index-", suffix=".json")
+                rev=config.hexstr(ctx))
+    with subproc.json_file(args, prefix="hgluigi-index-") as path:
+        proc = subproc.start(settings, protocol.LOADER, tree, [path])
+        stdout, stderr = proc.communicate()
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(args, f)
-        try:
-            proc = subprocess.run(
-                [settings.python, "-m", protocol.LOADER, path],
-                cwd=tree, env=pipeline_env(settings), stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            )
-        except OSError as e:
-            raise error.Abort(_(b'cannot start %s: %s')
-                              % (pycompat.fsencode(settings.python),
-                                 config.local(e.strerror)),
-                              hint=_(b'set [luigi] python to an interpreter with luigi'))
-    finally:
-        os.unlink(path)
-    try:
-        result = json.loads(proc.stdout.decode("utf-8"))
+        result = json.loads(stdout.decode("utf-8"))
     except ValueError:
-        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        err = stderr.decode("utf-8", "replace").strip().splitlines()
         raise error.Abort(_(b'loading the pipeline failed (exit %d): %s')
                           % (proc.returncode,
                              config.local(err[-1] if err else "no output")))
-    if proc.stderr:
-        ui.debug(proc.stderr)
+    if stderr:
+        ui.debug(stderr)
     if not result.get("ok"):
         raise_load_error(result["error"], ctx)
     from ..core import affected

@@ -18,6 +18,7 @@ entries become pending; with ``on-push = run`` they are built there and then.
 Hooks return a false value on success, as Mercurial expects.
 """
 
+import dataclasses
 import os
 
 from mercurial import error
@@ -111,7 +112,7 @@ def _reject(ui, q, ctx, who, source, e):
         ui.warn(b'(%s)\n' % e.hint)
     q.record_decision("push-rejected", {"source": source, "reason": "gate",
                                         "message": config.text(e.message)},
-                      actor=who, changeset=config.text(ctx.hex()))
+                      actor=who, changeset=config.hexstr(ctx))
     raise error.Abort(_(b'luigi gate rejected the push: the pipeline at %s is broken')
                       % ctx.hex()[:12],
                       hint=_(b'fix it and push again (details above)'))
@@ -128,8 +129,8 @@ def _check_access(ui, repo, q, settings, ctx, node, identity, force, source):
     others = access.branch_heads(repo, ctx, first)
     verdict = access.check(ui, repo, settings, identity, ctx, bases, others, force)
     q.record_decision("acl", dict(verdict.record(), source=source,
-                                  owners_from=[config.text(b.hex()) for b in bases + others]),
-                      actor=identity.user, changeset=config.text(ctx.hex()))
+                                  owners_from=[config.hexstr(b) for b in bases + others]),
+                      actor=identity.user, changeset=config.hexstr(ctx))
     if verdict.allowed:
         return
     if settings.acl == b'warn':
@@ -139,7 +140,7 @@ def _check_access(ui, repo, q, settings, ctx, node, identity, force, source):
     ui.warn(_(b'luigi acl: %s may not push %s:\n%s')
             % (_b(access.who(identity)), ctx.hex()[:12], verdict.message()))
     q.record_decision("push-rejected", {"source": source, "reason": "acl"},
-                      actor=identity.user, changeset=config.text(ctx.hex()))
+                      actor=identity.user, changeset=config.hexstr(ctx))
     raise error.Abort(_(b'luigi acl rejected the push: %s does not own what %s changes')
                       % (_b(access.who(identity)), ctx.hex()[:12]),
                       hint=_(b'ask an owner (details above); ownership is [owners] in %s '
@@ -148,7 +149,7 @@ def _check_access(ui, repo, q, settings, ctx, node, identity, force, source):
 
 def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source=None,
                            url=None, txnid=None, **kwargs):
-    from ..core import identity
+    from ..core import acl, identity
     from . import trigger
 
     if node is None or source not in trigger.PUSH_SOURCES:
@@ -157,50 +158,68 @@ def pretxnchangegroup_hook(ui, repo, hooktype, node=None, node_last=None, source
     gate, mode, enforce = settings.gate, settings.on_push, settings.acl != b'off'
     if not gate and mode == b'off' and not enforce:
         return False
-    heads = trigger.push_heads(repo, node, node_last)
-    who = trigger.pusher(ui, url)
-    user = trigger.acl_user(url)
-    groups = identity.token_groups(user)
-    src = trigger.describe_source(url)
+    push = _Push(heads=trigger.push_heads(repo, node, node_last), node=node,
+                 who=trigger.pusher(ui, url), user=trigger.acl_user(url),
+                 source=trigger.describe_source(url))
     q = _queue(settings)
     try:
-        for ctx in heads if enforce else ():  # every branch: a merge can bring any in
-            from ..core import acl
-
+        groups = identity.token_groups(push.user)
+        for ctx in push.heads if enforce else ():  # every branch: a merge can bring any in
             force = trigger.directives(repo, ctx, node)[1]
-            _check_access(ui, repo, q, settings, ctx, node, acl.Identity(user, groups),
-                          force, src)
-        for ctx in heads if gate else ():  # runs pushed code: only once access is decided
-            if not trigger.branch_allowed(ui, ctx.branch()):
-                continue
-            try:
-                check_pipeline(ui, repo, ctx, settings)
-            except error.Abort as e:
-                _reject(ui, q, ctx, who, src, e)
-            q.record_decision("gate", {"verdict": "ok", "source": src}, actor=who,
-                              changeset=config.text(ctx.hex()))
-            ui.note(_(b'luigi gate: pipeline at %s checked\n') % ctx.hex()[:12])
-        if mode == b'off':
-            return False
-        entries = []
-        for ctx in heads:
-            skip, force = trigger.directives(repo, ctx, node)
-            branch = ctx.branch()
-            entry = {"head": ctx.hex().decode("ascii"), "force": force, "pusher": who,
-                     "author": trigger.author(ctx),
-                     "identity": {"user": user, "groups": list(groups)},
-                     "branch": branch.decode("utf-8", "replace"), "source": src}
-            if not trigger.branch_allowed(ui, branch):
-                entry.update(state="skipped",
-                             summary="branch %s is not built ([luigi] branches)"
-                             % entry["branch"])
-            elif skip:
-                entry.update(state="skipped", summary="[luigi skip] in the commit message")
-            entries.append(entry)
-        q.record(entries, _txn(txnid, node))
+            _check_access(ui, repo, q, settings, ctx, node, acl.Identity(push.user, groups),
+                          force, push.source)
+        if gate:  # runs pushed code: only once access is decided
+            _gate(ui, repo, q, settings, push)
+        if mode != b'off':
+            q.record([_entry(repo, settings, push, ctx, groups) for ctx in push.heads],
+                     _txn(txnid, node))
     finally:
         q.close()
     return False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Push:
+    """One push as the hooks know it: its new heads, first node, who pushed
+    (as recorded, and as access control names them) and from where."""
+
+    heads: list
+    node: bytes
+    who: str
+    user: str
+    source: str
+
+
+def _gate(ui, repo, q, settings, push):
+    from . import trigger
+
+    for ctx in push.heads:
+        if not trigger.branch_allowed(settings, ctx.branch()):
+            continue
+        try:
+            check_pipeline(ui, repo, ctx, settings)
+        except error.Abort as e:
+            _reject(ui, q, ctx, push.who, push.source, e)
+        q.record_decision("gate", {"verdict": "ok", "source": push.source}, actor=push.who,
+                          changeset=config.hexstr(ctx))
+        ui.note(_(b'luigi gate: pipeline at %s checked\n') % ctx.hex()[:12])
+
+
+def _entry(repo, settings, push, ctx, groups):
+    """The queue entry of one pushed head."""
+    from . import trigger
+
+    skip, force = trigger.directives(repo, ctx, push.node)
+    entry = {"head": config.hexstr(ctx), "force": force, "pusher": push.who,
+             "author": trigger.author(ctx),
+             "identity": {"user": push.user, "groups": list(groups)},
+             "branch": config.text(ctx.branch(), errors='replace'), "source": push.source}
+    if not trigger.branch_allowed(settings, ctx.branch()):
+        entry.update(state="skipped", summary="branch %s is not built ([luigi] branches)"
+                     % entry["branch"])
+    elif skip:
+        entry.update(state="skipped", summary="[luigi skip] in the commit message")
+    return entry
 
 
 def _queue(settings):
@@ -217,8 +236,8 @@ def _record_accepted(ui, repo, settings, node, node_last, url):
     try:
         q.record_decision("push-accepted", {
             "source": trigger.describe_source(url), "entries": [],
-            "heads": [config.text(h.hex()) for h in heads]},
-            actor=trigger.pusher(ui, url), changeset=config.text(heads[-1].hex()))
+            "heads": [config.hexstr(h) for h in heads]},
+            actor=trigger.pusher(ui, url), changeset=config.hexstr(heads[-1]))
     finally:
         q.close()
 

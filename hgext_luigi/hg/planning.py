@@ -47,7 +47,7 @@ class Workspace:
         self.trees = {}  # hex -> held trees.Tree
 
     def path(self):
-        return self.tree_of(pycompat.sysstr(self.ctx.hex()))
+        return self.tree_of(config.hexstr(self.ctx))
 
     def tree_of(self, changeset):
         """The path of the tree of ``changeset`` (full hex), held until exit."""
@@ -228,7 +228,7 @@ def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
         if own_store:
             store = lineage.open_store(settings.store, settings.output_root)
         try:
-            rev = pycompat.sysstr(ctx.hex())
+            rev = config.hexstr(ctx)
             reuse = lineage.Reuse(store, rev, lambda key: affected.node_digest(nodes[key]))
             changes = changes_since(repo, ctx)
             decisions = affected.classify(nodes, wanted, rev, reuse, changes,

@@ -9,10 +9,7 @@ repository lock: builds only read history.
 import dataclasses
 import errno
 import fcntl
-import json
 import os
-import subprocess
-import tempfile
 import time
 import uuid
 
@@ -20,7 +17,7 @@ from mercurial import error, pycompat
 from mercurial.i18n import _
 
 from ..core import builds, protocol, sandbox
-from . import config, graphcache, planning, show, stores
+from . import config, planning, show, stores, subproc
 
 _b = planning._b
 
@@ -217,7 +214,7 @@ def _begin(ui, store, planned, request, scheduler, decisions):
     if stale:
         ui.warn(_(b'luigi: %d task builds of an earlier run that was killed are recorded '
                   b'as failed\n') % stale)
-    store.begin_run(run_id, pycompat.sysstr(planned.ctx.hex()), request.user,
+    store.begin_run(run_id, config.hexstr(planned.ctx), request.user,
                     request.trigger, scheduler or "local", [d.as_dict() for d in decisions])
     _record_checks(store, planned.ctx, planned, decisions)
     return run_id
@@ -273,7 +270,7 @@ def _record_checks(store, ctx, planned, decisions):
     so one large commit no task watches is paid for once."""
     from ..core import affected
 
-    store.record_checks(pycompat.sysstr(ctx.hex()), [
+    store.record_checks(config.hexstr(ctx), [
         (d.key, d.changeset, affected.node_digest(planned.nodes[d.key]))
         for d in decisions if not d.affected and not d.external and d.changeset])
 
@@ -284,7 +281,7 @@ def _run_data(repo, settings, planned, decisions, todo, request, scheduler, run_
     ctx, tasks = planned.ctx, planned.graph["tasks"]
     return {
         "repo": pycompat.fsdecode(repo.root), "tree": tree,
-        "rev": pycompat.sysstr(ctx.hex()), "output_root": settings.output_root,
+        "rev": config.hexstr(ctx), "output_root": settings.output_root,
         "store": settings.store, "module": settings.module,
         "branch": config.text(ctx.branch()), "state": settings.state,
         "run_id": run_id, "user": request.user, "trigger": request.trigger,
@@ -317,41 +314,27 @@ def _lineage_events(repo, settings):
 def _run_runner(ui, settings, store, data, logpath, lines, total, recorder):
     """Start ``hgext_luigi.pipeline.runner`` in the tree with the allow-listed environment,
     its log in ``logpath``, and follow it.  Returns (final event, exit status)."""
-    logdir = os.path.dirname(logpath)
-    os.makedirs(logdir, exist_ok=True)
-    fd, ctxpath = tempfile.mkstemp(prefix="context-", suffix=".json", dir=logdir)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f)
+    os.makedirs(os.path.dirname(logpath), exist_ok=True)
     secret_fd, secret_env = sandbox.secrets_pipe(os.environ, settings.secret_env)
     reply_r, reply_w = os.pipe()  # the answers to the runner's requests
     child_fds = [reply_r] + ([secret_fd] if secret_fd is not None else [])
-    env = dict(secret_env, **{protocol.CONTEXT_ENV: ctxpath,
-                              protocol.REPLY_FD_ENV: str(reply_r)})
     try:
-        with open(logpath, "wb") as log:
+        with subproc.json_file(data, "context-", os.path.dirname(logpath)) as ctxpath, \
+                open(logpath, "wb") as log:
+            env = dict(secret_env, **{protocol.CONTEXT_ENV: ctxpath,
+                                      protocol.REPLY_FD_ENV: str(reply_r)})
             try:
-                proc = subprocess.Popen(
-                    [settings.python, "-m", protocol.RUNNER], cwd=data["tree"],
-                    env=graphcache.pipeline_env(settings, env), pass_fds=child_fds,
-                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
-            except OSError as e:
-                store.end_run(data["run_id"], "failed", {},
-                              "cannot start %s: %s" % (settings.python, e))
-                raise error.Abort(_(b'cannot start %s: %s')
-                                  % (pycompat.fsencode(settings.python), _b(e.strerror)))
-            finally:
-                for fd in child_fds:
-                    os.close(fd)  # the child has its copies
+                proc = subproc.start(settings, protocol.RUNNER, data["tree"], env=env,
+                                     pass_fds=child_fds, stderr=log)
+            except subproc.CannotStart as e:
+                store.end_run(data["run_id"], "failed", {}, config.text(e.message))
+                raise
             try:
                 return _follow(ui, proc, lines, total, _answerer(recorder, reply_w))
             finally:
                 recorder.close_open()
     finally:
         os.close(reply_w)
-        try:
-            os.unlink(ctxpath)
-        except OSError:
-            pass
 
 
 def _answerer(recorder, fd):

@@ -31,10 +31,9 @@ from mercurial.i18n import _
 class Tree:
     """A materialized tree, held (shared lock) until :meth:`release`."""
 
-    def __init__(self, path, lockfd, changeset, written):
+    def __init__(self, path, lockfd, written):
         self.path = path
         self._lockfd = lockfd
-        self.changeset = changeset
         self.written = written  # files written to make it
 
     def release(self):
@@ -331,7 +330,7 @@ def materialize(repo, ctx, keep=3, progress=None):
         if os.path.exists(ready):
             fd = _reuse(base, node)
             if fd is not None:
-                return Tree(path, fd, node.decode('ascii'), 0)
+                return Tree(path, fd, 0)
 
         # discard leftovers of a materialization that was killed midway
         for name in os.listdir(base):
@@ -348,7 +347,7 @@ def materialize(repo, ctx, keep=3, progress=None):
         _mark_ready(base, node, written)
         fd = _lock(path + b'.lock', exclusive=False)
         _prune(base, keep, node)
-        return Tree(path, fd, node.decode('ascii'), written)
+        return Tree(path, fd, written)
     finally:
         os.close(glock)
 

@@ -38,9 +38,9 @@ def directives(repo, head, node):
     return skip, force
 
 
-def branch_allowed(ui, branch):
-    wanted = ui.configlist(b'luigi', b'branches')
-    return not wanted or branch in wanted
+def branch_allowed(settings, branch):
+    """Whether pushes to ``branch`` (bytes) are built (``[luigi] branches``)."""
+    return not settings.branches or config.text(branch) in settings.branches
 
 
 def os_account():
@@ -110,5 +110,4 @@ def _text(name):
 
 
 def describe_source(url):
-    url = pycompat.sysstr(url or b'')
-    return url or 'local'
+    return config.text(url, errors='replace') or 'local'

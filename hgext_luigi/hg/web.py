@@ -197,7 +197,7 @@ def luigi(web):
     The ``luigi`` template is rendered when the style has one.
     """
     ctx = webutil.changectx(web.repo, web.req)  # unknown revision: 404 by hgweb
-    node = pycompat.sysstr(ctx.hex())
+    node = config.hexstr(ctx)
     fmt = web.req.qsparams.get(b'format', b'html')
     if fmt not in (b'html', b'dot', b'svg'):
         raise ErrorResponse(HTTP_BAD_REQUEST, b'format: html, dot or svg')

@@ -1,0 +1,1 @@
+"""Unit tests of hgext_luigi.core: no Mercurial, no Luigi."""

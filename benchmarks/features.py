@@ -34,6 +34,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "demo"))
+from example import copy_example  # noqa: E402
 OUT = os.path.join(ROOT, "bench-out")
 BIN = os.path.dirname(sys.executable)
 HG = os.path.join(BIN, "hg") if os.path.exists(os.path.join(BIN, "hg")) else shutil.which("hg")
@@ -57,10 +59,7 @@ def hg(env, cwd, *args):
 
 def demo_repo(path, env):
     subprocess.run([HG, "init", path], env=env, check=True)
-    shutil.copytree(os.path.join(ROOT, "pipelines"), os.path.join(path, "pipelines"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for d in ("data", "docs"):
-        shutil.copytree(os.path.join(ROOT, "demo", d), os.path.join(path, d))
+    copy_example(path)
     hg(env, path, "commit", "-A", "-q", "-m", "example pipeline")
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from example import ROOT, copy_example  # noqa: E402 (this folder is on the path)
 OUT = os.path.join(ROOT, "demo-out")
 BIN = os.path.dirname(sys.executable)
 HG = os.path.join(BIN, "hg") if os.path.exists(os.path.join(BIN, "hg")) else shutil.which("hg")
@@ -69,10 +69,7 @@ def main():
     repo = os.path.join(OUT, "repo")
     print("== A repository holding the example pipeline and its data: %s" % repo)
     subprocess.run([HG, "init", repo], env=env, check=True)
-    shutil.copytree(os.path.join(ROOT, "pipelines"), os.path.join(repo, "pipelines"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for d in ("data", "docs"):
-        shutil.copytree(os.path.join(ROOT, "demo", d), os.path.join(repo, d))
+    copy_example(repo)
     hg(env, repo, "commit", "-A", "-q", "-m", "example pipeline and data")
 
     print("\n== 1. Which tasks does the first changeset affect?")

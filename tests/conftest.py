@@ -14,6 +14,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
+sys.path.insert(0, os.path.join(ROOT, "demo"))
+from example import copy_example  # noqa: E402 (demo/: the example repository's files)
 from motoserver import MotoServer  # noqa: E402
 BIN = os.path.dirname(sys.executable)
 
@@ -117,10 +119,7 @@ def make_demo_repo(hg, path):
     """A repository holding the example pipeline and its data, committed."""
     os.makedirs(path)
     hg("init", path)
-    shutil.copytree(os.path.join(ROOT, "pipelines"), os.path.join(path, "pipelines"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(os.path.join(ROOT, "demo", "data"), os.path.join(path, "data"))
-    shutil.copytree(os.path.join(ROOT, "demo", "docs"), os.path.join(path, "docs"))
+    copy_example(path)
     repo = Repo(hg, path)
     repo.commit("example pipeline and data")
     return repo
@@ -143,10 +142,7 @@ def seeded_clone(hg, server, path, url=None, *commit_args):
     ``commit_args``, e.g. ``--user``), not pushed."""
     hg("clone", "-q", url or server.path, path)
     clone = Repo(hg, path)
-    shutil.copytree(os.path.join(ROOT, "pipelines"), os.path.join(path, "pipelines"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(os.path.join(ROOT, "demo", "data"), os.path.join(path, "data"))
-    shutil.copytree(os.path.join(ROOT, "demo", "docs"), os.path.join(path, "docs"))
+    copy_example(path)
     clone.commit("example pipeline", *commit_args)
     return clone
 

@@ -295,8 +295,11 @@ def test_callback_failure_sends_the_error(flow, aws):
     flow.commit("pipeline")
     ex1 = aws.sfn.start_execution(stateMachineArn=broken)["executionArn"]
     ex2 = aws.sfn.start_execution(stateMachineArn=unknown)["executionArn"]
+    # heartbeats every second: a slow build (a loaded machine) must not time the
+    # state out (HeartbeatSeconds 3) before the failure is sent
     proc = flow("luigi-callback", "--queue", queue, "--once", "--wait", "2",
-                "--config", CALLBACK_ROOTS, env=flow.env, check=False)
+                "--config", "luigi.callback-heartbeat=1", "--config", CALLBACK_ROOTS,
+                env=flow.env, check=False)
     assert proc.returncode == 1
     assert "2 requests answered, 2 failed" in proc.stdout
     # moto's HTTP layer drops the cause of send_task_failure: it is checked in

@@ -426,13 +426,6 @@ class LineageStore:
             args.append(run_id)
         return self._db.execute(sql + " LIMIT 1", args).fetchone() is not None
 
-    def successes(self, key, limit=5, at=None):
-        """The latest successful build per distinct changeset of task ``key``, newest
-        first: dicts with changeset, build id, outputs and the inputs consumed.
-        With ``at``, the build at that changeset (if any) comes first, however
-        old: what is built at a changeset stays built there."""
-        return list(Reuse(self, at, limit=limit)(key))
-
     def _chunks(self, sql, ids, size=500):
         """Rows of ``sql`` (with ``{ids}`` for a list of placeholders) for every
         chunk of ``ids``: one query per few hundred builds, not one per build."""

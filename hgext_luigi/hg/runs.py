@@ -19,7 +19,7 @@ from mercurial.i18n import _
 from ..core import builds, protocol, sandbox
 from . import config, planning, show, stores, subproc
 
-_b = planning._b
+_b = config.local
 
 
 class RunLock:

@@ -34,9 +34,10 @@ def short(node):
 class PlanError(Exception):
     """The task graph or the selection cannot be planned."""
 
-    def __init__(self, message, hint=None):
+    def __init__(self, message, hint=None, cycle=None):
         super().__init__(message)
         self.hint = hint
+        self.cycle = cycle  # the keys of a dependency cycle, the first one repeated
 
 
 class Node:
@@ -142,7 +143,7 @@ def toposort(nodes, roots=None):
             st = state.get(nxt)
             if st == 1:
                 cycle = path[path.index(nxt):] + [nxt]
-                raise PlanError("dependency cycle: %s" % " -> ".join(cycle))
+                raise PlanError("dependency cycle: %s" % " -> ".join(cycle), cycle=cycle)
             if st is None:
                 state[nxt] = 1
                 path.append(nxt)

@@ -226,7 +226,7 @@ def _execute(ui, repo, settings, ws, store, planned, request, scheduler, fm):
     todo = [d for d in decisions if d.affected]
     result = Result(targets=[t["key"] for t in _targets(planned)])
     result.run_id = _begin(ui, store, planned, request, scheduler, decisions)
-    data = _run_data(repo, settings, planned, decisions, todo, request, scheduler,
+    data = _run_data(settings, planned, decisions, todo, request, scheduler,
                      result.run_id, ws.path())
     ui.status(_(b'building %d of %d tasks at %s (%s scheduler)\n')
               % (len(todo), len(decisions), ctx.hex()[:12],
@@ -275,12 +275,12 @@ def _record_checks(store, ctx, planned, decisions):
         for d in decisions if not d.affected and not d.external and d.changeset])
 
 
-def _run_data(repo, settings, planned, decisions, todo, request, scheduler, run_id, tree):
+def _run_data(settings, planned, decisions, todo, request, scheduler, run_id, tree):
     """What the runner subprocess learns about the run (its context file; see
     ``core.protocol``)."""
     ctx, tasks = planned.ctx, planned.graph["tasks"]
     return {
-        "repo": pycompat.fsdecode(repo.root), "tree": tree,
+        "tree": tree,
         "rev": config.hexstr(ctx), "output_root": settings.output_root,
         "store": settings.store, "module": settings.module,
         "branch": config.text(ctx.branch()), "state": settings.state,

@@ -17,10 +17,11 @@ class ContextError(Exception):
 
 
 class Context:
+    """The run as the hg side describes it (the JSON of its context file):
+    revision, plan, stamps, output root, lineage store."""
+
     def __init__(self, data):
         self.data = data
-        self.mode = data.get("mode", "run")
-        self.repo = data.get("repo")
         self.rev = data["rev"]
         self.tree = data.get("tree")
         self.output_root = data.get("output_root")
@@ -29,7 +30,6 @@ class Context:
         self.force = set(data.get("force", []))
         self.run_id = data.get("run_id")
         self.user = data.get("user")
-        self.trigger = data.get("trigger", "manual")
         self.branch = data.get("branch")
         self.state = data.get("state")
         self.changed_since = data.get("changed_since", {})

@@ -3,9 +3,9 @@
 Run as ``python -m hgext_luigi.pipeline.loader SETTINGS.json`` with the current directory
 set to a materialized tree of the repository.  Prints one JSON document:
 
-``{"ok": true, "roots": [...], "tasks": [...], "files": [...], "config_files": [...],
-"warnings": [...], "aliases": {...}}`` or
-``{"ok": false, "error": {"kind", "message", "file", "line", "task", "hint"}}``.
+``{"ok": true, "roots": [...], "tasks": [...], "files": [...], "warnings": [...],
+"aliases": {...}}`` or ``{"ok": false, "error": {"kind", "message", "file", "line",
+"hint"}}`` (and ``"traceback"`` for a failure of the loader itself).
 
 Every task is described by its key, family, string parameters, the patterns it
 watches, the repository modules its code comes from and the keys it requires.
@@ -29,18 +29,20 @@ PARAMS_HINT = "set [luigi] roots or pass --task 'Family(param=value)'"
 
 
 class LoadError(Exception):
-    def __init__(self, kind, message, file=None, line=None, task=None, hint=None):
+    """The pipeline cannot be loaded: ``kind`` of error (``hg.graphcache``
+    picks its hint by it), where (``file`` of the tree, ``line``), what to do."""
+
+    def __init__(self, kind, message, file=None, line=None, hint=None):
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.file = file
         self.line = line
-        self.task = task
         self.hint = hint
 
     def as_dict(self):
         return {"kind": self.kind, "message": self.message, "file": self.file,
-                "line": self.line, "task": self.task, "hint": self.hint}
+                "line": self.line, "hint": self.hint}
 
 
 def _inside(path, tree):
@@ -270,25 +272,34 @@ def code_closure(modules, tree):
 # -- Luigi configuration files -------------------------------------------------
 
 def luigi_config_files(tree):
-    """``(in_tree, outside)``: the Luigi configuration files of the tree (relative
-    names, listed whether or not they exist at this revision: adding one changes
-    the graph) and those outside it that Luigi read (absolute paths)."""
+    """The Luigi configuration files of the tree, relative, listed whether or
+    not they exist at this revision: adding one changes the graph.  (Those
+    outside the tree are the hg side's to watch: ``hg.graphcache``.)"""
     from luigi.configuration import core
 
-    active = core.PARSERS.get(core._get_default_parser())
-    in_tree, outside = set(), set()
+    from .luigi_shim import config_paths
+
+    active = active_config_parser()
+    in_tree = set()
     # LUIGI_CONFIG_PATH is only added when it exists: list it anyway
     extra = [os.environ["LUIGI_CONFIG_PATH"]] if os.environ.get("LUIGI_CONFIG_PATH") else []
     for parser in core.PARSERS.values():
-        for path in parser._config_paths + (extra if parser is active else []):
+        for path in config_paths(parser) + (extra if parser is active else []):
             rel = os.path.normpath(path)
             if not os.path.isabs(rel) and rel != ".." and not rel.startswith(".." + os.sep):
                 in_tree.add(rel.replace(os.sep, "/"))  # read from the cwd: the tree
             elif _inside(path, tree):
                 in_tree.add(_rel(path, tree))
-            elif parser is active and os.path.isfile(path):
-                outside.add(os.path.abspath(path))
-    return sorted(in_tree), sorted(outside)
+    return sorted(in_tree)
+
+
+def active_config_parser():
+    """The class of the configuration parser Luigi uses, as Luigi picks it:
+    ``LUIGI_CONFIG_PARSER``, or the default for an unknown name."""
+    from luigi.configuration import core
+
+    return core.PARSERS.get(os.environ.get("LUIGI_CONFIG_PARSER", core.DEFAULT_PARSER),
+                            core.PARSERS[core.DEFAULT_PARSER])
 
 
 # -- the tasks of the pipeline ---------------------------------------------------
@@ -297,10 +308,13 @@ _KEY = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*\((.*)\)\s*$", re.S)
 
 
 def pipeline_classes(luigi, tree):
-    """Task classes defined in the tree.  ``luigi.Config`` classes hold
-    configuration (passwords from luigi.cfg): never tasks."""
+    """Task classes defined in the tree, in the order of definition.
+    ``luigi.Config`` classes hold configuration (passwords from luigi.cfg):
+    never tasks."""
+    from .luigi_shim import task_classes
+
     out = []
-    for cls in luigi.task_register.Register._reg:
+    for cls in task_classes():
         if issubclass(cls, luigi.Config):
             continue
         if _inside(getattr(sys.modules.get(cls.__module__), "__file__", None), tree):
@@ -359,8 +373,7 @@ def unknown_family(name, families):
 def needs_params(cls, missing):
     family = cls.get_task_family()
     return LoadError("params", "task %s needs the parameter%s %s" % (
-        family, "s" if len(missing) > 1 else "", ", ".join(missing)),
-        task=family, hint=PARAMS_HINT)
+        family, "s" if len(missing) > 1 else "", ", ".join(missing)), hint=PARAMS_HINT)
 
 
 def class_file(cls, tree):
@@ -384,7 +397,7 @@ def instantiate(cls, tree, params=None):
         f, line = locate(e, tree)
         raise LoadError("task", "%s cannot be instantiated: %s"
                         % (cls.get_task_family(), describe_exception(e)),
-                        f or class_file(cls, tree), line, cls.get_task_family())
+                        f or class_file(cls, tree), line)
 
 
 def task_arguments(texts, families, tree):
@@ -451,7 +464,7 @@ def check_names(names, graph_families, families):
 
 def walk(roots, tree):
     """``(nodes, requires_of)``: every task reachable from ``roots`` by key, and
-    the keys each requires; an iterative depth-first walk that reports cycles."""
+    the keys each requires; a :class:`LoadError` when they form a cycle."""
     import luigi
     from luigi.task import flatten
 
@@ -463,43 +476,38 @@ def walk(roots, tree):
         except Exception as e:
             f, line = locate(e, tree)
             raise LoadError("task", "%s.requires() failed: %s"
-                            % (task_key(task), describe_exception(e)), f, line, task_key(task))
+                            % (task_key(task), describe_exception(e)), f, line)
         return [d for d in deps if not isinstance(d, luigi.Config)]
 
-    def cycle_error(on_path, key, task):
-        cycle = on_path[on_path.index(key):] + [key]
-        return LoadError("cycle", "dependency cycle: %s" % " -> ".join(cycle),
-                         class_file(type(task), tree), None, key)
-
     nodes, requires_of = {}, {}
-    for root in roots:
-        if task_key(root) in nodes:
+    stack = list(reversed(roots))
+    while stack:  # every task reachable, once (a cycle is found below)
+        task = stack.pop()
+        key = task_key(task)
+        if key in nodes:
             continue
-        stack = [(root, None)]
-        on_path = []
-        while stack:
-            task, it = stack[-1]
-            key = task_key(task)
-            if it is None:
-                if key in on_path:
-                    raise cycle_error(on_path, key, task)
-                deps = deps_of(task)
-                nodes[key] = task
-                requires_of[key] = [task_key(d) for d in deps]
-                on_path.append(key)
-                stack[-1] = (task, iter(deps))
-                continue
-            dep = next(it, None)
-            if dep is None:
-                stack.pop()
-                on_path.pop()
-                continue
-            dkey = task_key(dep)
-            if dkey in on_path:
-                raise cycle_error(on_path, dkey, dep)
-            if dkey not in nodes:
-                stack.append((dep, None))
+        deps = deps_of(task)
+        nodes[key] = task
+        requires_of[key] = [task_key(d) for d in deps]
+        stack.extend(reversed(deps))
+    _check_cycles(nodes, requires_of, [task_key(r) for r in roots], tree)
     return nodes, requires_of
+
+
+def _check_cycles(nodes, requires_of, roots, tree):
+    """A :class:`LoadError` naming the cycle and the file of the task that
+    closes it, when there is one (``core.affected.toposort`` finds it)."""
+    import types
+
+    from ..core import affected
+
+    graph = {k: types.SimpleNamespace(requires=r) for k, r in requires_of.items()}
+    try:
+        affected.toposort(graph, roots)
+    except affected.PlanError as e:
+        if e.cycle is None:
+            raise
+        raise LoadError("cycle", str(e), class_file(type(nodes[e.cycle[0]]), tree))
 
 
 def import_or_fail(modname, tree):
@@ -533,7 +541,7 @@ def load(settings):
 
     tree = os.path.realpath(settings["tree"])
     modname = settings["module"]
-    context.set_current(context.Context({"mode": "index", "rev": settings["rev"]}))
+    context.set_current(context.Context({"rev": settings["rev"]}))
     sys.path.insert(0, tree)
 
     watches_file = settings.get("watches_file") or ""
@@ -575,11 +583,9 @@ def load(settings):
     known = set(families) | graph_families
     known.update(c.__module__ + "." + c.__name__ for c in local_classes)
     warnings = unknown_watch_entries(declared, known, tree, watches_file)
-    config_in_tree, config_outside = luigi_config_files(tree)
-    files = sorted(set(modules.values()) | set(config_in_tree)
+    files = sorted(set(modules.values()) | set(luigi_config_files(tree))
                    | ({watches_file} if watches_file else set()))
     return {"ok": True, "roots": roots, "tasks": tasks, "files": files,
-            "config_files": config_outside, "declared": sorted(declared),
             "warnings": warnings, "aliases": aliases}
 
 
@@ -597,21 +603,19 @@ def describe(task, key, requires, declared, closure, tree):
         raw = task.watches  # a class list, or a property of the instance
         if isinstance(raw, str) or not all(isinstance(p, str) for p in raw):
             raise LoadError("watches", "watches of %s must be a list of pattern strings"
-                            % family, class_file(cls, tree), None, key)
+                            % family, class_file(cls, tree))
     else:  # a plain Luigi task: what the watches file says, by family or class path
         raw = declared.get(family, declared.get(cls.__module__ + "." + cls.__name__, []))
     external = getattr(cls, "run", None) is None or isinstance(task, luigi.ExternalTask)
     return {
         "key": key,
         "family": family,
-        "module": cls.__module__,
         "params": params,
         "hgtask": is_hg,
         "external": bool(external),
         "watches": [format_watch(p, params) for p in raw],
         "code": closure.get(cls.__module__, []),
         "requires": requires,
-        "file": class_file(cls, tree),
     }
 
 
@@ -646,7 +650,7 @@ def main(argv=None):
     except Exception as e:  # a bug of ours or an unexpected pipeline failure
         f, line = locate(e, os.path.realpath(settings["tree"]))
         result = {"ok": False, "error": {"kind": "internal", "message": describe_exception(e),
-                                         "file": f, "line": line, "task": None,
+                                         "file": f, "line": line,
                                          "traceback": traceback.format_exc()}}
         code = 1
     with os.fdopen(out_fd, "w", encoding="utf-8") as out:

@@ -1,11 +1,13 @@
 """Fixtures: the real ``hg`` executable on temporary repositories, a real ``luigid``."""
 
+import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -268,3 +270,69 @@ def wait_for(path, proc, timeout=60):
         if time.time() > deadline:
             pytest.fail("%s never appeared" % path)
         time.sleep(0.05)
+
+
+@pytest.fixture
+def no_openlineage_config(monkeypatch, tmp_path):
+    """No OpenLineage configuration anywhere: env, cwd, ``~/.openlineage``."""
+    for k in list(os.environ):
+        if k.startswith("OPENLINEAGE"):
+            monkeypatch.delenv(k)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    yield cwd
+    # the client aliases OPENLINEAGE_URL into os.environ behind monkeypatch's back
+    for k in list(os.environ):
+        if k.startswith("OPENLINEAGE"):
+            del os.environ[k]
+
+
+@pytest.fixture
+def server_credentials(monkeypatch, tmp_path):
+    """The hg process's own (dummy) AWS credentials, nothing else of the host's."""
+    for k in list(os.environ):
+        if k.startswith("AWS_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIASERVERKEY0000001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "server-secret-canary")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+class DenyingSTS(http.server.BaseHTTPRequestHandler):
+    """STS as it answers a server identity the role's trust policy refuses,
+    counting the requests it got."""
+
+    calls = []
+    BODY = (b'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+            b'<Type>Sender</Type><Code>AccessDenied</Code><Message>User: arn:aws:iam::'
+            b'123456789012:user/server is not authorized to perform: sts:AssumeRole on '
+            b'resource: arn:aws:iam::123456789012:role/who-role</Message></Error>'
+            b'<RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ErrorResponse>')
+
+    def do_POST(self):
+        self.calls.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        self.send_response(403)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(self.BODY)))
+        self.end_headers()
+        self.wfile.write(self.BODY)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def denying_sts():
+    """The URL of an STS endpoint that refuses every AssumeRole."""
+    DenyingSTS.calls = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DenyingSTS)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield "http://127.0.0.1:%d" % server.server_address[1]
+    server.shutdown()
+    server.server_close()

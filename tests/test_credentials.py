@@ -6,10 +6,8 @@ build, and lineage and the audit log record everything about them but the
 secret parts.
 """
 
-import http.server
 import json
 import os
-import threading
 
 import pytest
 
@@ -155,37 +153,11 @@ def test_a_rebuild_gets_a_new_session(roles_repo):
     assert outputs(server, "who-a.json")["key"] != first
 
 
-class DenyingSTS(http.server.BaseHTTPRequestHandler):
-    """STS as it answers a server identity the role's trust policy refuses."""
-
-    BODY = (b'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
-            b'<Type>Sender</Type><Code>AccessDenied</Code><Message>User: arn:aws:iam::'
-            b'123456789012:user/server is not authorized to perform: sts:AssumeRole on '
-            b'resource: arn:aws:iam::123456789012:role/who-role</Message></Error>'
-            b'<RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ErrorResponse>')
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(403)
-        self.send_header("Content-Type", "text/xml")
-        self.send_header("Content-Length", str(len(self.BODY)))
-        self.end_headers()
-        self.wfile.write(self.BODY)
-
-    def log_message(self, *args):
-        pass
-
-
-def test_a_role_that_cannot_be_assumed_fails_the_task_before_its_code(roles_repo):
+def test_a_role_that_cannot_be_assumed_fails_the_task_before_its_code(roles_repo,
+                                                                     denying_sts):
     server = roles_repo
-    sts = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DenyingSTS)
-    threading.Thread(target=sts.serve_forever, daemon=True).start()
-    try:
-        server.config("[luigi]\naws-endpoint-url = http://127.0.0.1:%d\n"
-                      % sts.server_address[1])
-        proc = run(server, check=False)
-    finally:
-        sts.shutdown()
+    server.config("[luigi]\naws-endpoint-url = %s\n" % denying_sts)
+    proc = run(server, check=False)
     assert proc.returncode == 1
     assert "AccessDenied" in proc.stdout and "not authorized to perform" in proc.stdout
     assert os.listdir(server.dump) == []  # no line of Who.run ran

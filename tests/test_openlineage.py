@@ -90,22 +90,8 @@ def slow_collector():
 
 
 @pytest.fixture
-def clean(monkeypatch, tmp_path):
-    """No OpenLineage configuration anywhere: env, cwd, ``~/.openlineage``."""
-    for k in list(os.environ):
-        if k.startswith("OPENLINEAGE"):
-            monkeypatch.delenv(k)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    yield cwd
-    # the client aliases OPENLINEAGE_URL into os.environ behind monkeypatch's back
-    for k in list(os.environ):
-        if k.startswith("OPENLINEAGE"):
-            del os.environ[k]
+def clean(no_openlineage_config):
+    return no_openlineage_config
 
 
 def dead_port():

@@ -3,13 +3,12 @@ refuses, over a real lineage store (with its audit chain) in tmp_path.
 
 The runner runs pushed code: every request here is one that code could send."""
 
-import http.server
 import json
 import os
-import threading
 import types
 
 import pytest
+from conftest import DenyingSTS
 
 from hgext_luigi.core import audit, builds, lineage, protocol
 
@@ -250,50 +249,6 @@ def test_a_lone_surrogate_is_refused_not_a_crash(recorder, request_):
 
 
 # -- credentials --------------------------------------------------------------------------
-
-class DenyingSTS(http.server.BaseHTTPRequestHandler):
-    """STS refusing the server's identity, counting the requests it got."""
-
-    calls = []
-    BODY = (b'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
-            b'<Type>Sender</Type><Code>AccessDenied</Code><Message>not authorized to '
-            b'perform: sts:AssumeRole</Message></Error><RequestId>1</RequestId>'
-            b'</ErrorResponse>')
-
-    def do_POST(self):
-        self.calls.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-        self.send_response(403)
-        self.send_header("Content-Type", "text/xml")
-        self.send_header("Content-Length", str(len(self.BODY)))
-        self.end_headers()
-        self.wfile.write(self.BODY)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server_credentials(monkeypatch, tmp_path):
-    """The hg process's own (dummy) credentials, nothing else of the host's."""
-    for k in list(os.environ):
-        if k.startswith("AWS_"):
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIASERVERKEY0000001")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "server-secret-canary")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-@pytest.fixture
-def denying_sts():
-    DenyingSTS.calls = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DenyingSTS)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield "http://127.0.0.1:%d" % server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
 
 def test_credentials_for_a_planned_build(store, moto, server_credentials, tmp_path):
     recorder = builds.Builds(store, settings([("Clean*", ROLE)], moto.url), run_data(),

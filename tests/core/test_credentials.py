@@ -14,19 +14,6 @@ CS = "0123456789abcdef" * 2 + "01234567"
 STS_NAME = re.compile(r"[\w+=,.@-]{2,64}\Z", re.ASCII)
 
 
-@pytest.fixture
-def server_credentials(monkeypatch, tmp_path):
-    """The hg process's own (dummy) credentials, nothing else of the host's."""
-    for k in list(os.environ):
-        if k.startswith("AWS_"):
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIASERVERKEY0000001")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "server-secret-canary")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
 # -- decisions ------------------------------------------------------------------------
 
 def test_the_first_matching_glob_names_the_role():

@@ -21,21 +21,8 @@ RUN = {"run_id": uuid.uuid4().hex, "rev": CS1, "user": "Alice <alice@example.com
 
 
 @pytest.fixture
-def nowhere(monkeypatch, tmp_path):
-    """No OpenLineage configuration anywhere but what a test hands over."""
-    for k in list(os.environ):
-        if k.startswith("OPENLINEAGE"):
-            monkeypatch.delenv(k)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    yield cwd
-    for k in list(os.environ):  # in case the client wrote some behind our back
-        if k.startswith("OPENLINEAGE"):
-            del os.environ[k]
+def nowhere(no_openlineage_config):
+    return no_openlineage_config
 
 
 def file_env(path):

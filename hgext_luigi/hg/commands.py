@@ -656,7 +656,7 @@ def _audit_filters(repo, opts):
         since = dateutil.parsedate(opts['since'])[0]
     rev = None
     if opts.get('rev'):
-        rev = pycompat.sysstr(planning.resolve_rev(repo.unfiltered(), opts['rev']).hex())
+        rev = config.hexstr(planning.resolve_rev(repo.unfiltered(), opts['rev']))
     return {"since": since, "user": config.text(opts['user']) if opts.get('user') else None,
             "task": config.text(opts['task']) if opts.get('task') else None,
             "changeset": rev}

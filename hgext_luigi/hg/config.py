@@ -67,6 +67,12 @@ def hexstr(ctx):
     return ctx.hex().decode('ascii')
 
 
+def node(changeset):
+    """A full hash from lineage or the queue (``str``) as the bytes ``repo[...]``
+    looks up."""
+    return changeset.encode('ascii')
+
+
 def abort_text(e, hint_format=" (%s)"):
     """An ``error.Abort`` as the ``str`` a record keeps (a queue entry's error,
     a Step Functions failure cause): its message and hint."""
@@ -284,6 +290,7 @@ class Settings:
     credential_duration: int
     audit_key_env: str
     openlineage_namespace: str
+    repository_url: str  # paths.default, else the root: how lineage events name it
     store: str
     queue: str
     state: str
@@ -340,6 +347,7 @@ class Settings:
             audit_key_env=_audit_key_env(r, pass_env),
             openlineage_namespace=r.text(b'openlineage-namespace', br'^\S+$',
                                          b'a namespace without spaces'),
+            repository_url=text(ui.config(b'paths', b'default') or repo.root),
             store=store_path(repo),
             queue=queue_path(repo),
             state=pycompat.fsdecode(state_dir(repo)),

@@ -45,8 +45,8 @@ class RepoFacts:
         """The changesets between the two builds that touched ``path``."""
         try:
             revs = self.repo.revs(b'(only(%s, %s) or only(%s, %s)) and file(%s)',
-                                  pycompat.sysbytes(new), pycompat.sysbytes(old),
-                                  pycompat.sysbytes(old), pycompat.sysbytes(new),
+                                  config.node(new), config.node(old),
+                                  config.node(old), config.node(new),
                                   b'path:' + pycompat.fsencode(path))
         except (error.RepoLookupError, error.ParseError):
             return []

@@ -53,7 +53,7 @@ class Workspace:
         """The path of the tree of ``changeset`` (full hex), held until exit."""
         tree = self.trees.get(changeset)
         if tree is None:
-            ctx = self.repo.unfiltered()[pycompat.sysbytes(changeset)]
+            ctx = self.repo.unfiltered()[config.node(changeset)]
             ui = self.ui
 
             def progress(total):
@@ -149,7 +149,7 @@ class Matchers:
             return True
         if kind == 'removed' and base and any(p.startswith('set:')
                                                for p in self.nodes[key].watches):
-            return self.get(key, pycompat.sysbytes(base))(bpath)
+            return self.get(key, config.node(base))(bpath)
         return False
 
 
@@ -162,7 +162,7 @@ def changes_since(repo, ctx):
     @functools.lru_cache(maxsize=None)
     def changes(base):
         try:
-            bctx = unfi[pycompat.sysbytes(base)]
+            bctx = unfi[config.node(base)]
         except (error.RepoLookupError, error.LookupError, error.FilteredRepoLookupError):
             return None
         st = unfi.status(bctx.node(), ctx.node())
@@ -268,7 +268,7 @@ def task_files(repo, planned):
         if node is None:
             return {}
         try:
-            ctx = unfi[pycompat.sysbytes(changeset)]
+            ctx = unfi[config.node(changeset)]
         except (error.RepoLookupError, error.LookupError):
             return {}
         if changeset not in listed:

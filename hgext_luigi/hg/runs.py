@@ -235,7 +235,7 @@ def _execute(ui, repo, settings, ws, store, planned, request, scheduler, fm):
     started = time.time()
     logpath = os.path.join(settings.state, "logs", "%s.log" % result.run_id)
     recorder = builds.Builds(store, settings, data, planning.task_files(repo, planned),
-                             _lineage_events(repo, settings), ws.tree_of)
+                             _lineage_events(settings), ws.tree_of)
     final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo), recorder)
     lines.finish(final)
     return _end(ui, fm, store, result, lines, final, rc, time.time() - started, logpath)
@@ -302,12 +302,12 @@ def _run_data(settings, planned, decisions, todo, request, scheduler, run_id, tr
     }
 
 
-def _lineage_events(repo, settings):
+def _lineage_events(settings):
     """The OpenLineage emitter of a run, or None (not configured: the client's
     own ``OPENLINEAGE_URL``, ``OPENLINEAGE_CONFIG`` or ``openlineage.yml``)."""
     from ..core import olevents
 
-    url = config.text(repo.ui.config(b'paths', b'default') or repo.root)
+    url = settings.repository_url
     return olevents.Emitter.create(settings.openlineage_namespace or url, url)
 
 

@@ -11,6 +11,7 @@ _b = config.local
 colortable = {
     b'luigi.task': b'bold',
     b'luigi.status.affected': b'yellow',
+    b'luigi.status.upstream': b'yellow',
     b'luigi.status.unaffected': b'green',
     b'luigi.status.external': b'cyan',
     b'luigi.outcome.ran': b'green',
@@ -21,6 +22,9 @@ colortable = {
     b'luigi.queue.running': b'cyan',
     b'luigi.queue.done': b'green',
     b'luigi.queue.failed': b'red',
+    b'luigi.audit.push-rejected': b'red',
+    b'luigi.audit.acl': b'magenta',
+    b'luigi.audit.credentials': b'cyan',
 }
 
 

@@ -52,13 +52,13 @@ def _coalesce(repo, q, settings, entry, owner):
     unfi = repo.unfiltered()
     cl = unfi.changelog
     try:
-        head = unfi[entry["head"].encode("ascii")].node()
+        head = unfi[config.node(entry["head"])].node()
     except error.RepoLookupError:
         return entry
     others = []
     for e in q.same_branch_pending(entry):
         try:
-            others.append((e, unfi[e["head"].encode("ascii")].node()))
+            others.append((e, unfi[config.node(e["head"])].node()))
         except error.RepoLookupError:
             continue
     newer = [(e, n) for e, n in others if e["id"] > entry["id"] and cl.isancestor(head, n)]
@@ -108,7 +108,7 @@ def _build(ui, repo, settings, entry, request):
     result = runs.Result()
     try:
         try:
-            ctx = repo.unfiltered()[entry["head"].encode("ascii")]
+            ctx = repo.unfiltered()[config.node(entry["head"])]
         except error.RepoLookupError:
             raise error.Abort(_(b'head %s is not in the repository (stripped?)')
                               % _b(entry["head"][:12]))
@@ -161,7 +161,7 @@ def _exists(repo):
     unfi = repo.unfiltered()
 
     def exists(head):
-        return head.encode("ascii") in unfi
+        return config.node(head) in unfi
 
     return exists
 

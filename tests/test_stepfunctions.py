@@ -254,13 +254,13 @@ def test_timeouts(flow, aws):
 CALLBACK_ROOTS = "luigi.roots=Report Broken"
 
 
-def callback_machine(aws, queue, tasks, heartbeat=3):
+def callback_machine(aws, queue, tasks, heartbeat=3, rev="tip"):
     return aws.machine({"StartAt": "Build", "States": {"Build": {
         "Type": "Task", "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
         "HeartbeatSeconds": heartbeat, "End": True,
         "Parameters": {"QueueUrl": queue, "MessageBody": {
             "TaskToken.$": "$$.Task.Token", "execution.$": "$$.Execution.Id",
-            "rev": "tip", "tasks": tasks}}}}})
+            "rev": rev, "tasks": tasks}}}}})
 
 
 def test_callback_success_with_heartbeats(flow, aws):
@@ -324,3 +324,22 @@ def test_callback_needs_a_queue(flow, moto):
     assert proc.returncode == 255
     assert proc.stderr.startswith("abort: sqs receive_message: ")
     assert "(check the AWS region, endpoint and credentials" in proc.stderr
+
+
+def test_a_callback_names_a_changeset_never_a_revset(flow, aws):
+    """The sender is no user of this server: ``remote()`` would make hg contact
+    another one, ``all()`` would pick for it; a symbol or a hash only."""
+    queue = aws.sqs.create_queue(QueueName="q-" + uuid.uuid4().hex[:8])["QueueUrl"]
+    rev = flow.commit("pipeline")
+    revset = callback_machine(aws, queue, ["Report"], rev="first(all())")
+    by_hash = callback_machine(aws, queue, ["Report"], rev=rev[:12])
+    ex1 = aws.sfn.start_execution(stateMachineArn=revset)["executionArn"]
+    proc = flow("luigi-callback", "--queue", queue, "--once", "--wait", "2",
+                "--config", "luigi.callback-heartbeat=1", "--config", CALLBACK_ROOTS,
+                env=flow.env, check=False)
+    assert "failure (hgext_luigi.Abort: unknown revision first(all())" in proc.stdout
+    assert aws.wait_done(ex1)["error"] == "hgext_luigi.Abort"
+    ex2 = aws.sfn.start_execution(stateMachineArn=by_hash)["executionArn"]
+    flow("luigi-callback", "--queue", queue, "--once", "--wait", "2",
+         "--config", "luigi.callback-heartbeat=1", "--config", CALLBACK_ROOTS, env=flow.env)
+    assert json.loads(aws.wait_done(ex2)["output"])["changeset"] == rev

@@ -3,6 +3,7 @@ where it may write.  Canary secrets in the server's environment must appear
 nowhere: not to the pusher, not in a file, a log or the lineage store."""
 
 import os
+import sqlite3
 import subprocess
 
 import sys
@@ -192,6 +193,15 @@ class Fine(HgTask):
         context.emit(event="start")
         context.emit(event="success", key=["x"], task_id=1)
         context.emit(event="done", luigi={"X": 1}, ids=[])
+        # a number too large for a float, a boolean
+        context.emit(event="success", key="Fine()", task_id="x", seconds=10 ** 400)
+        context.emit(event="failure", key="Fine()", task_id="x", error="e", seconds=True)
+        # a request this side cannot store: an output size beyond SQLite's integers
+        try:
+            context.request(op="finish-build", build=1, status="success",
+                            outputs=[{"path": "p", "size": 10 ** 400, "sha256": "0" * 64}])
+        except context.RequestError:
+            pass
         with self.output().open("w") as f:
             f.write("ok\\n")
 '''
@@ -209,6 +219,8 @@ def test_forged_events_do_not_stop_the_worker(hg, tmp_path):
     assert "Traceback" not in out.stderr
     [entry] = server.json("luigi-queue")
     assert entry["state"] == "done" and entry["summary"].startswith("1 ran")
+    lineage = sqlite3.connect(os.path.join(server.state, "lineage.db"))
+    assert lineage.execute("SELECT status FROM runs").fetchall() == [("success",)]
 
 
 READ_PARENT = """

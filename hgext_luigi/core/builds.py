@@ -38,7 +38,8 @@ def _outputs(value):
         raise Refused("outputs is not a list")
     for o in value:
         if not (isinstance(o, dict) and isinstance(o.get("path"), str)
-                and isinstance(o.get("size"), int) and isinstance(o.get("sha256"), str)
+                and type(o.get("size")) is int and 0 <= o["size"] < 2 ** 63
+                and isinstance(o.get("sha256"), str)
                 and _HEX64.match(o["sha256"])):
             raise Refused("an output is not {path, size, sha256}")
     return value
@@ -92,6 +93,8 @@ class Builds:
             raise Refused("unknown request %r" % ev.get("op"))
         except Refused as e:
             return {"error": "refused: %s" % e}
+        except Exception as e:  # a request this side cannot carry out: the task fails
+            return {"error": "failed: %s: %s" % (type(e).__name__, e)}
 
     def tree(self, ev):
         """The tree of a changeset the plan stamps a task with (a task reading

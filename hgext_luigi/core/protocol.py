@@ -83,6 +83,16 @@ def is_text(obj):
     return True
 
 
+def _seconds(value):
+    """A duration the runner measured: a finite number, not absurd."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return 0 <= float(value) < 1e9
+    except OverflowError:  # an int beyond any float
+        return False
+
+
 def parse_event(line):
     """One event line as a dict, or None when it is not an event the runner
     sends, with the fields it must carry."""
@@ -95,7 +105,7 @@ def parse_event(line):
         return None
     if not all(isinstance(ev.get(f), str) for f in EVENT_FIELDS[ev["event"]]):
         return None
-    if not isinstance(ev.get("seconds", 0.0), (int, float)):
+    if not _seconds(ev.get("seconds", 0.0)):
         return None
     if ev["event"] == "done" and not all(
             isinstance(ev.get(f, {}), dict)

@@ -22,7 +22,7 @@ leaves it to be delivered again (the rerun reuses what was already built).
 
 import json
 
-from mercurial import error
+from mercurial import error, scmutil
 from mercurial.i18n import _
 
 from ..core import acl, heartbeat, sfnclient
@@ -140,6 +140,19 @@ def handle(ui, repo, settings, client, queue, message, every, visibility):
     return outcome
 
 
+def _revision(repo, rev):
+    """The changeset a message names: one symbol (a hash or its prefix, a
+    branch, bookmark or tag, ``tip``) among the changesets the repository
+    serves.  Never a revset: the sender is not a user of this server, and
+    ``remote()`` would make it contact another one."""
+    try:
+        ctx = scmutil.revsymbol(repo.filtered(b'served'), _b(rev))
+    except (error.RepoLookupError, error.LookupError, error.ParseError):  # unknown, hidden
+        raise error.Abort(_(b'unknown revision %s') % _b(rev),
+                          hint=_(b'name a changeset by hash, branch, bookmark or tag'))
+    return planning.resolve_rev(repo, ctx.hex())
+
+
 def _build(ui, repo, settings, req, who):
     """(ctx, :class:`runs.Result`, failure) of the build a request asks for;
     ``failure`` is (error name, cause) when it could not be built at all."""
@@ -147,7 +160,7 @@ def _build(ui, repo, settings, req, who):
     try:
         if req["refused"]:  # answered as a failure, nothing built
             raise error.Abort(_b(req["refused"]))
-        ctx = planning.resolve_rev(repo.unfiltered(), _b(req["rev"]))
+        ctx = _revision(repo, req["rev"])
         request = runs.Request(trigger="stepfunctions", tasks=tuple(req["tasks"]),
                                force=req["all"], user=who, identity=acl.Identity(ACL_USER))
         return ctx, runs.run(ui, repo, ctx, settings, request), None

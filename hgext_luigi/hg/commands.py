@@ -463,7 +463,8 @@ def luigi_callback(ui, repo, **opts):
 
     Receives the messages a ``.waitForTaskToken`` state sends to an SQS queue
     (``arn:aws:states:::sqs:sendMessage.waitForTaskToken``), each a JSON object
-    with ``TaskToken`` (from ``$$.Task.Token``), ``rev`` (default ``tip``),
+    with ``TaskToken`` (from ``$$.Task.Token``), ``rev`` (a hash, branch,
+    bookmark or tag, never a revset; default ``tip``),
     ``tasks`` (families or keys; default: every root task), ``all`` (rebuild
     everything) and optionally ``execution`` (``$$.Execution.Id``, recorded as the
     run's user). Each request is built as :hg:`luigi-run` would, with trigger

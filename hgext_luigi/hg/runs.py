@@ -236,7 +236,13 @@ def _execute(ui, repo, settings, ws, store, planned, request, scheduler, fm):
     logpath = os.path.join(settings.state, "logs", "%s.log" % result.run_id)
     recorder = builds.Builds(store, settings, data, planning.task_files(repo, planned),
                              _lineage_events(settings), ws.tree_of)
-    final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo), recorder)
+    try:
+        final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo),
+                                recorder)
+    except BaseException as e:  # the run is over: never left "running" in lineage
+        why = config.abort_text(e) if isinstance(e, error.Abort) else type(e).__name__
+        store.end_run(result.run_id, "failed", lines.outcomes, "run failed: %s" % why)
+        raise
     lines.finish(final)
     return _end(ui, fm, store, result, lines, final, rc, time.time() - started, logpath)
 
@@ -323,17 +329,16 @@ def _run_runner(ui, settings, store, data, logpath, lines, total, recorder):
                 open(logpath, "wb") as log:
             env = dict(secret_env, **{protocol.CONTEXT_ENV: ctxpath,
                                       protocol.REPLY_FD_ENV: str(reply_r)})
-            try:
-                proc = subproc.start(settings, protocol.RUNNER, data["tree"], env=env,
-                                     pass_fds=child_fds, stderr=log)
-            except subproc.CannotStart as e:
-                store.end_run(data["run_id"], "failed", {}, config.text(e.message))
-                raise
+            fds, child_fds = child_fds, []  # start() closes them, started or not
+            proc = subproc.start(settings, protocol.RUNNER, data["tree"], env=env,
+                                 pass_fds=fds, stderr=log)
             try:
                 return _follow(ui, proc, lines, total, _answerer(recorder, reply_w))
             finally:
                 recorder.close_open()
     finally:
+        for fd in child_fds:  # never handed to start(): an error before it
+            os.close(fd)
         os.close(reply_w)
 
 

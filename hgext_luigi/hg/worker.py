@@ -33,16 +33,22 @@ def open_queue(settings):
 
 
 def _lease_keeper(settings, entry_id, owner):
-    """A heartbeat renewing an entry's lease every third of it; each renewal on
-    a connection of its own (the thread's)."""
+    """A heartbeat renewing an entry's lease every third of it, on a connection
+    of the thread's own (SQLite's may not cross threads); a busy database is
+    tried again at the next beat, a lease another worker took is lost."""
+    opened = []
+
     def renew():
-        q = pushqueue.open_queue(settings.queue)
-        try:
-            return q.heartbeat(entry_id, owner, settings.lease)
-        finally:
+        if not opened:
+            opened.append(pushqueue.open_queue(settings.queue))
+        return opened[0].heartbeat(entry_id, owner, settings.lease)
+
+    def close():
+        for q in opened:
             q.close()
 
-    return heartbeat.Heartbeat("hgext_luigi-heartbeat", settings.lease / 3.0, renew)
+    return heartbeat.Heartbeat("hgext_luigi-heartbeat", settings.lease / 3.0, renew,
+                               keep_going=True, close=close)
 
 
 def _coalesce(repo, q, settings, entry, owner):
@@ -95,6 +101,9 @@ def process(ui, repo, settings, q, entry, owner, workers=None, coalesce=None):
         q.release(entry["id"], owner)  # stopped by the user: someone else takes it
         raise
     hb.stop()
+    if hb.lost:
+        ui.warn(_(b'luigi: renewing the lease of queue entry %d failed: %s\n')
+                % (entry["id"], _b(hb.lost)))
     if not q.finish(entry["id"], owner, state, summary=result.summary, error=err,
                     run_id=result.run_id):
         ui.warn(_(b'luigi: queue entry %d was taken over by another worker (lease of %ds '

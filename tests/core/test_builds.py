@@ -345,3 +345,21 @@ def test_each_build_is_told_to_openlineage(store, tmp_path, monkeypatch):
             if i["namespace"] == "file"] == [(up, SHA)]
     watched = [i["name"] for i in events[0]["inputs"] if i["namespace"] == "ns"]
     assert watched == ["raw/n.csv"]
+
+
+@pytest.mark.parametrize("size", [10 ** 400, -1, True, 1.5], ids=["huge", "negative",
+                                                                 "bool", "float"])
+def test_an_output_size_sqlite_cannot_hold_is_refused(recorder, store, size):
+    b = recorder.handle(start())["build"]
+    out = {"path": "p", "size": size, "sha256": "0" * 64}
+    assert refused(recorder.handle(finish(b, outputs=[out])))
+    assert store.build(b)["status"] == "running"  # left open, nothing half-written
+
+
+def test_a_request_this_side_cannot_carry_out_is_an_error_not_a_crash(store, tmp_path):
+    def broken_tree(changeset):
+        raise OSError(28, "No space left on device")
+
+    recorder = builds.Builds(store, settings(), run_data(), files_of, None, broken_tree)
+    answer = recorder.handle({"event": "request", "op": "tree", "changeset": REV})
+    assert answer == {"error": "failed: OSError: [Errno 28] No space left on device"}

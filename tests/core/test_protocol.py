@@ -128,3 +128,16 @@ def test_the_names_both_sides_share():
     assert protocol.RUNNER.startswith("hgext_luigi.pipeline.")
     assert protocol.LOADER.startswith("hgext_luigi.pipeline.")
     assert json.loads(protocol.encode({"ok": True})) == {"ok": True}
+
+
+@pytest.mark.parametrize("seconds", ["10" + "0" * 400, "true", "-1", "1e300", "NaN",
+                                     "Infinity", "\"1\""])
+def test_a_duration_that_is_not_one_is_refused(seconds):
+    line = ('{"event": "success", "key": "T()", "task_id": "t", "seconds": %s}\n'
+            % seconds).encode()
+    assert protocol.parse_event(line) is None
+
+
+def test_a_duration_is_a_number_of_seconds():
+    line = b'{"event": "success", "key": "T()", "task_id": "t", "seconds": 2}\n'
+    assert protocol.parse_event(line)["seconds"] == 2

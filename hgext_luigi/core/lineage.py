@@ -1,8 +1,9 @@
 """The lineage store: which changeset, run and inputs produced every output.
 
 Plain Python (``sqlite3`` from the standard library, no Mercurial and no Luigi) so
-that both sides use it: the hg process records runs and their plans, the Luigi
-runner subprocess (and its forked workers) record each task build as it happens.
+that both sides use it: the hg process writes runs, their plans and every task
+build (as the runner asks, ``core.builds``); the Luigi runner subprocess and its
+forked workers only read it (``complete()``, the inputs of a build).
 
 Everything goes through :class:`LineageStore`; :func:`open_store` picks the
 implementation.  Only SQLite exists today; a server database can be added behind

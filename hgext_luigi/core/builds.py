@@ -1,4 +1,5 @@
-"""The hg side of a run's builds: what the runner asks for (hg side).
+"""A run's builds as the hg process records them: the runner's requests
+(``core.protocol``), checked and answered.
 
 The runner process runs pushed code, so it writes nothing that proves anything:
 it asks (``context.request``) and this process records.  ``start-build``

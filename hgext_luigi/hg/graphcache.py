@@ -159,7 +159,7 @@ def load(ui, ctx, settings, get_tree, tasks=()):
     if not result.get("ok"):
         raise_load_error(result["error"], ctx)
     from ..core import affected
-    from . import planning  # planner imports this module
+    from . import planning  # planning imports this module
 
     # a graph is checked once, then cached with what planning derives from each
     # task's definition; planning builds matchers lazily

@@ -1,8 +1,9 @@
-"""Where Mercurial meets the plain-Python planner: revisions, status, matchers.
+"""Where Mercurial meets the plain-Python planning of ``core.affected``:
+revisions, status, matchers; the plan (:class:`Planned`).
 
-Turns a changectx into the inputs :func:`hgext_luigi.core.affected.classify` wants (graph
-nodes, per-task history from the lineage store, ``status`` between two revisions,
-Mercurial matchers for ``watches``) and shows the result.
+Turns a changectx into the inputs :func:`hgext_luigi.core.affected.classify`
+wants (graph nodes, per-task history from the lineage store, ``status`` between
+two revisions, Mercurial matchers for ``watches``); ``show`` prints the result.
 """
 
 import bisect

@@ -1,9 +1,11 @@
-"""Dispatch a planned revision to Luigi and follow it (hg side).
+"""One run of a revision: :func:`run` takes a :class:`Request` and returns a
+:class:`Result`.
 
-One run: take the repository's run lock, plan, record the plan in the lineage
-store, start ``hgext_luigi.pipeline.runner`` in the tree materialized at the revision,
-show its progress and print the per-task summary.  Nothing here holds the
-repository lock: builds only read history.
+Take the repository's run lock, plan, record the run and its plan in the
+lineage store, start the runner (``core.protocol``) in the tree of the revision,
+answer its requests (``core.builds``), show its progress and print one line per
+task and the summary.  Nothing here holds the repository lock: builds only read
+history.
 """
 
 import dataclasses

@@ -175,7 +175,7 @@ class Verdict:
         return not self.denied and not self.force_denied
 
     def record(self):
-        return {"mode": pycompat.sysstr(self.mode), "allowed": self.allowed,
+        return {"mode": config.text(self.mode), "allowed": self.allowed,
                 "groups": list(self.identity.token_groups),
                 "checked": sorted(self.touched), "force_denied": self.force_denied,
                 "denied": [{"task": d.family, "owners": list(d.owners), "reason": d.reason,

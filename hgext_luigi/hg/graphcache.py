@@ -73,7 +73,7 @@ def _filenodes(ctx, files):
     out = {}
     for f in files:
         node = mf.get(pycompat.fsencode(f))
-        out[f] = pycompat.sysstr(hexnode(node)) if node is not None else None
+        out[f] = hexnode(node).decode("ascii") if node is not None else None
     return out
 
 

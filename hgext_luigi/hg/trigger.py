@@ -7,7 +7,7 @@ import getpass
 import os
 import re
 
-from mercurial import encoding, pycompat
+from mercurial import encoding
 from mercurial.utils import urlutil
 
 from . import config
@@ -73,7 +73,7 @@ def pusher(ui, url):
     scheme, _sep, rest = url[len(b'remote:'):].partition(b':')
     if scheme == b'ssh':
         # remote:ssh:ADDRESS, the address unquoted (an IPv6 one holds colons)
-        name = encoding.environ.get(b'REMOTE_USER') or pycompat.sysbytes(os_account())
+        name = encoding.environ.get(b'REMOTE_USER') or config.local(os_account())
         return _text(name + (b'@' + rest if rest else b''))
     host, _sep, user = rest.partition(b':')
     host, user = urlutil.urlreq.unquote(host), urlutil.urlreq.unquote(user)
@@ -93,7 +93,7 @@ def acl_user(url):
     scheme, _sep, rest = url[len(b'remote:'):].partition(b':')
     if scheme == b'ssh':
         return _text(encoding.environ.get(b'REMOTE_USER')
-                     or pycompat.sysbytes(os_account()))
+                     or config.local(os_account()))
     user = urlutil.urlreq.unquote(rest.partition(b':')[2])
     return _text(user) if user else None
 

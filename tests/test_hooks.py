@@ -37,6 +37,36 @@ def test_plan_on_a_data_commit_does_not_load_the_pipeline(demo):
     assert "loading pipeline" not in proc.stdout
 
 
+# an extension that says, as hg exits, which heavy modules the command loaded
+PROBE = """
+import atexit, sys
+
+HEAVY = ("luigi", "boto3", "ansible_runner", "jwt", "openlineage")
+
+
+def _said():
+    loaded = sorted(m for m in HEAVY if m in sys.modules)
+    sys.stderr.write("heavy modules: %s\\n" % (" ".join(loaded) or "none"))
+
+
+atexit.register(_said)
+"""
+
+
+def test_a_commit_loads_neither_luigi_nor_boto3(demo, tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    demo.config("[luigi]\non-commit = plan\n[extensions]\nprobe = %s\n" % probe)
+    demo("luigi-affected")  # the task graph is cached, as after any earlier plan
+    demo.write("data/raw/sales-east.csv", "2026-11-09,Widget,1,1.00\n", "a")
+    proc = demo("commit", "-m", "east")
+    assert "tasks affected by" in proc.stdout
+    assert "heavy modules: none" in proc.stderr
+    demo.config("[luigi]\non-commit = off\n")
+    demo.write("data/raw/sales-east.csv", "2026-11-10,Widget,1,1.00\n", "a")
+    assert "heavy modules: none" in demo("commit", "-m", "east again").stderr
+
+
 def test_run_builds_on_commit(demo):
     demo.config("[luigi]\non-commit = run\n")
     demo.write("data/raw/sales-south.csv", "2026-11-09,Widget,1,1.00\n", "a")

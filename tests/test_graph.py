@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 
 from conftest import BIN
+from dotparse import NODE, unquote, well_formed
 from hgext_luigi.core import graph, lineage
 
 DOT = shutil.which("dot")
@@ -22,10 +23,7 @@ CLEAN = ["CleanSales(region=%s)" % r for r in REGIONS]
 # non-ASCII, a control character
 HOSTILE = 'Evil(name="a\\"b", path=C:\\N\\x)\n<script>alert(1)</script> é🐍\x07'
 
-NODE = re.compile(r'^  (\w+) \[label="((?:[^"\\]|\\.)*)", fillcolor="(\w+)"', re.M)
 EDGE = re.compile(r'^  (\w+) -> (\w+) \[label="([0-9a-f]{12})"\];$', re.M)
-# every quoted string of the DOT text: escaped quotes and backslashes, no raw newline
-QUOTED = re.compile(r'"((?:[^"\\\n]|\\[^\n])*)"')
 
 
 def node(repo, rev="."):
@@ -45,17 +43,6 @@ def parse(dot):
         nodes[name] = (key, changeset, color)
     edges = [(nodes[a][0], nodes[b][0], cs) for a, b, cs in EDGE.findall(dot)]
     return {k: (n, cs, c) for n, (k, cs, c) in nodes.items()}, edges
-
-
-def unquote(text):
-    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), text)
-
-
-def well_formed(dot):
-    """No quote left open, no raw newline inside a string, and braces balance."""
-    outside = QUOTED.sub("", dot)
-    assert '"' not in outside, outside
-    assert outside.count("{") == outside.count("}") == 1
 
 
 @pytest.fixture

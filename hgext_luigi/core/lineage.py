@@ -494,7 +494,8 @@ class LineageStore:
 
     def _newest(self, **match):
         """The newest build whose columns have the given values, or None."""
-        assert set(match) <= set(self._MATCH)
+        if not match or not set(match) <= set(self._MATCH):  # kept under python -O
+            raise ValueError("look builds up by %s" % ", ".join(self._MATCH))
         where = " AND ".join("%s = ?" % c for c in match)
         row = self._db.execute("SELECT * FROM builds WHERE %s ORDER BY id DESC LIMIT 1"
                                % where, tuple(match.values())).fetchone()

@@ -3,7 +3,7 @@ revisions, status, matchers; the plan (:class:`Planned`).
 
 Turns a changectx into the inputs :func:`hgext_luigi.core.affected.classify`
 wants (graph nodes, per-task history from the lineage store, ``status`` between
-two revisions, Mercurial matchers for ``watches``); ``show`` prints the result.
+two revisions, Mercurial matchers for ``watches``); ``hg/show.py`` prints it.
 """
 
 import bisect

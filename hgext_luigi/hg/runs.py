@@ -129,10 +129,9 @@ class Result:
     not_run: list = dataclasses.field(default_factory=list)
 
 
-def _targets(planned):
-    """What the run was asked for: the roots, or the tasks ``--task`` names."""
-    keys = planned.selected if planned.selected is not None else planned.roots
-    return [_target(planned, k) for k in keys]
+def _asked(planned):
+    """The keys the run was asked for: the roots, or the tasks ``--task`` names."""
+    return list(planned.selected if planned.selected is not None else planned.roots)
 
 
 def _target(planned, key):
@@ -226,7 +225,7 @@ def _execute(ui, repo, settings, ws, store, planned, request, scheduler, fm):
     ctx = planned.ctx
     decisions = planned.in_scope()
     todo = [d for d in decisions if d.affected]
-    result = Result(targets=[t["key"] for t in _targets(planned)])
+    result = Result(targets=_asked(planned))
     result.run_id = _begin(ui, store, planned, request, scheduler, decisions)
     data = _run_data(settings, planned, decisions, todo, request, scheduler,
                      result.run_id, ws.path())

@@ -9,7 +9,7 @@ PARALLEL ?= -n 2 --dist loadfile
 # benchmark sizes: small medium (make bench), large (make bench SIZE=large)
 SIZE ?= small medium
 
-.PHONY: demo test bench bench-features venv clean
+.PHONY: demo test bench bench-features venv postgres clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,16 +27,21 @@ $(VENV)/.compiled: $(VENV)/.installed $(wildcard hgext_luigi/*.py)
 
 venv: $(VENV)/.installed $(VENV)/.compiled
 
+# PostgreSQL server binaries for the tests' throwaway servers (installed with apt
+# as root where missing, no cluster created); without them those tests skip
+postgres:
+	.ci/ensure-postgres
+
 # Build a demo repository from pipelines/, commit, run, change one file, run again
 # (only the affected tasks run), then print lineage.
 demo: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python demo/demo.py
 
-test: venv
+test: venv postgres
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q $(PARALLEL) tests $(PYTEST_ARGS)
 
 # scale: synthetic repositories, a table, BENCHMARKS.md (benchmarks/run.py)
-bench: venv
+bench: venv postgres
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/run.py $(SIZE)
 
 # features on the demo pipeline: hooks, trees, playbooks, audit, credentials, facts

@@ -28,9 +28,11 @@ setup(
         "oidc": ["PyJWT[crypto]>=2.15"],
         # OpenLineage run events of task builds (configured the client's own way)
         "openlineage": ["openlineage-python>=1.20"],
+        # the PostgreSQL store (lineage, push queue, audit log) through psycopg 3
+        "postgresql": ["psycopg[binary]>=3.1"],
         "test": ["pytest>=7", "pytest-timeout>=2", "pytest-xdist>=3", "ansible-core>=2.15",
                  "boto3>=1.28", "moto[server]>=5", "PyJWT[crypto]>=2.15",
-                 "openlineage-python>=1.20", "jsonschema>=4"],
+                 "openlineage-python>=1.20", "jsonschema>=4", "psycopg[binary]>=3.1"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -3,6 +3,8 @@
 import http.server
 import json
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -19,6 +21,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
 sys.path.insert(0, os.path.join(ROOT, "demo"))
 from example import copy_example  # noqa: E402 (demo/: the example repository's files)
 from motoserver import MotoServer  # noqa: E402
+import pgserver  # noqa: E402 (a throwaway PostgreSQL server)
 BIN = os.path.dirname(sys.executable)
 
 
@@ -164,6 +167,37 @@ def moto():
         pytest.fail(str(e))
     yield server
     server.stop()
+
+
+def pytest_configure(config):
+    # registered: @pytest.mark.slow warns of no unknown mark, -m 'not slow' skips them
+    config.addinivalue_line("markers", "slow: a long test; deselect with -m 'not slow'")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server (one per xdist worker), password required over
+    TCP: ``url`` (no password), ``password``, ``env()`` for subprocesses.  Skips
+    only when the server binaries are missing (``.ci/ensure-postgres``)."""
+    if not pgserver.find_binaries():
+        pytest.skip("PostgreSQL server binaries not found: " + pgserver.why_unavailable())
+    try:
+        server = pgserver.PgServer()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server, request):
+    """The URL of a fresh, empty database for this test, dropped after it.  Sets
+    nothing in os.environ: pass ``pg_server.env()`` to subprocesses."""
+    # unique per server, naming the test in the server log (identifiers: 63 bytes)
+    name = "t_%s_%s" % (secrets.token_hex(4), re.sub(r"\W+", "_", request.node.name)[:40])
+    name = name.lower()
+    yield pg_server.create_database(name)
+    pg_server.drop_database(name)
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ HMAC = "hmac-sha256"
 START = "audit-started"
 KEY_START = "audit-key-started"
 
+_NOBODY = (None, None, None, None)  # actor, changeset, task, run_id
 _FIELDS = ("id", "time", "kind", "actor", "changeset", "task", "run_id", "data", "mac",
            "prev")
 
@@ -95,16 +96,22 @@ class Chain:
                run_id=None):
         """Append one record (``data``: a JSON-able dict).  Call it inside the
         write transaction (``BEGIN IMMEDIATE``) of the change it describes: the
-        transaction serializes writers, so the chain never forks.  The first
-        record of a chain says how many builds it found (``audit-started``);
-        the first keyed one marks where the key took over
-        (``audit-key-started``).  Returns the record's hash."""
+        transaction serializes writers, so the chain never forks (on
+        PostgreSQL, the append waits for the end of the transaction and its
+        lock: :mod:`core.pgdb`).  The first record of a chain says how many
+        builds it found (``audit-started``); the first keyed one marks where
+        the key took over (``audit-key-started``).  Returns the record's hash
+        (None when deferred)."""
+        return db.before_commit(lambda: self._append(db, kind, data, actor, changeset, task,
+                                              run_id))
+
+    def _append(self, db, kind, data, actor, changeset, task, run_id):
         last = db.execute("SELECT id, hash, mac FROM audit ORDER BY id DESC LIMIT 1"
                           ).fetchone()
         if last is None and kind != START:
-            self.append(db, START, {"builds_before": _max_build(db)})
+            self._append(db, START, {"builds_before": _max_build(db)}, *_NOBODY)
         elif last is not None and self.key and last[2] != HMAC and kind != KEY_START:
-            self.append(db, KEY_START, {"unkeyed_before": last[0]})
+            self._append(db, KEY_START, {"unkeyed_before": last[0]}, *_NOBODY)
         last = db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
         record = {"id": (last[0] + 1) if last else 1, "time": round(time.time(), 6),
                   "kind": kind, "actor": actor, "changeset": changeset, "task": task,
@@ -120,10 +127,8 @@ class Chain:
 def start(db, chain):
     """Begin the chain (its ``audit-started`` record) if it is empty, before a
     writer changes any state: the record counts the builds that came before."""
-    from .sqlitedb import transaction
-
     if db.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None:
-        with transaction(db):
+        with db.transaction():
             if db.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None:
                 chain.append(db, START, {"builds_before": _max_build(db)})
 
@@ -167,8 +172,12 @@ def records(db, since=None, user=None, task=None, changeset=None, kinds=None):
         sql += " AND actor = ?"
         args.append(user)
     if task is not None:
-        sql += " AND (task GLOB ? OR task GLOB ? || '(*')"
-        args += [task, task]
+        if db.dialect == "sqlite":
+            sql += " AND (task GLOB ? OR task GLOB ? || '(*')"
+            args += [task, task]
+        else:  # PostgreSQL has no GLOB: the same match as a regular expression
+            sql += " AND task ~ ?"
+            args.append(glob_regex(task))
     if changeset is not None:
         sql += " AND changeset = ?"
         args.append(changeset)
@@ -240,3 +249,26 @@ def _check_hash(rec, key, keyed):
 
 def _span(first, last):
     return "%d" % first if first == last else "%d-%d" % (first, last)
+
+
+_REGEX_SPECIAL = set(".^$|()[]{}*+?\\")
+
+
+def glob_regex(pattern):
+    """A POSIX regular expression matching what SQLite's ``GLOB pattern`` and
+    ``GLOB pattern || '(*'`` match together (a task, or any task id of it)."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        end = pattern.find("]", i + 2) if ch == "[" else -1
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif end != -1:  # a set, negated by ^ in both languages
+            out.append("[%s]" % pattern[i + 1:end].replace("\\", "\\\\"))
+            i = end
+        else:
+            out.append("\\" + ch if ch in _REGEX_SPECIAL else ch)
+        i += 1
+    return "^%s(\\(.*)?$" % "".join(out)

@@ -23,15 +23,16 @@ import re
 import time
 
 from . import audit as auditmod
-from . import sqlitedb
+from . import database
+from . import objects
 
 SCHEMA_VERSION = 2
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs(
     id TEXT PRIMARY KEY, rev TEXT NOT NULL, started REAL, ended REAL,
-    user TEXT, trigger TEXT, status TEXT, scheduler TEXT, summary TEXT);
+    "user" TEXT, trigger TEXT, status TEXT, scheduler TEXT, summary TEXT);
 CREATE TABLE IF NOT EXISTS run_tasks(
     run_id TEXT NOT NULL, key TEXT NOT NULL, family TEXT, task_id TEXT,
     changeset TEXT, base TEXT, affected INTEGER, reasons TEXT, outcome TEXT,
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS builds(
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, task_id TEXT NOT NULL,
     key TEXT NOT NULL, family TEXT, params TEXT, changeset TEXT NOT NULL, base TEXT,
     reasons TEXT, status TEXT NOT NULL, error TEXT, traceback TEXT,
-    started REAL, ended REAL, user TEXT, trigger TEXT, extra TEXT);
+    started REAL, ended REAL, "user" TEXT, trigger TEXT, extra TEXT);
 CREATE INDEX IF NOT EXISTS builds_key ON builds(key, status);
 CREATE INDEX IF NOT EXISTS builds_task ON builds(task_id, status);
 CREATE INDEX IF NOT EXISTS builds_family ON builds(family);
@@ -57,7 +58,10 @@ CREATE TABLE IF NOT EXISTS facts(
 CREATE INDEX IF NOT EXISTS facts_build ON facts(build_id);
 CREATE TABLE IF NOT EXISTS checks(
     key TEXT PRIMARY KEY, since TEXT NOT NULL, stamp TEXT NOT NULL, node TEXT);
-INSERT OR IGNORE INTO meta(name, value) VALUES ('schema', '%d');
+CREATE TABLE IF NOT EXISTS leases(
+    task_id TEXT NOT NULL, changeset TEXT NOT NULL, owner TEXT NOT NULL,
+    until REAL NOT NULL, PRIMARY KEY(task_id, changeset));
+INSERT INTO meta(name, value) VALUES ('schema', '%d') ON CONFLICT(name) DO NOTHING;
 """ % SCHEMA_VERSION + auditmod.SCHEMA
 
 
@@ -99,6 +103,8 @@ _CHANGESET = re.compile(r"[0-9a-f]{40}\Z")
 
 def relative_to(path, root):
     """``path`` relative to ``root`` when it lies strictly inside it, else None."""
+    if objects.is_url(path) or objects.is_url(root):  # S3: the key under the root
+        return objects.relative_to(path, root)
     path = os.path.normpath(path)
     try:
         inside = os.path.commonpath([path, root]) == root
@@ -114,7 +120,7 @@ def migrated_path(path, changeset, root):
     the output root when inside it; else, when the build's changeset is one of
     its folders (a stamped output of a repository since moved), the part from that
     folder on; else unchanged."""
-    if not os.path.isabs(path):
+    if not os.path.isabs(path) or objects.is_url(root):  # a file is never under S3
         return path
     rel = relative_to(path, root)
     if rel is not None:
@@ -139,23 +145,27 @@ class LineageStore:
         self.audit = audit
         if output_root is None:
             output_root = os.path.join(os.path.dirname(os.path.abspath(path)), "outputs")
-        self.output_root = os.path.normpath(os.path.abspath(output_root))
+        self.output_root = (output_root.rstrip("/") if objects.is_url(output_root)
+                            else os.path.normpath(os.path.abspath(output_root)))
         try:
-            self._db = sqlitedb.connect(path, _SCHEMA)
-        except sqlitedb.Error as e:
+            self._db = database.open_database(path, SCHEMA)
+        except database.ERRORS as e:
             raise StoreError("cannot open lineage store %s: %s" % (path, e))
         try:
             self._migrate()
             if audit is not None:
                 auditmod.start(self._db, audit)
-        except (sqlitedb.Error, ValueError) as e:
+        except database.ERRORS + (ValueError,) as e:
             self._db.close()
             raise StoreError("cannot migrate lineage store %s: %s" % (path, e))
 
     def _migrate(self):
         """Bring a schema 1 store (absolute output paths) to schema 2, in place, in
         one transaction; a no-op once done, whoever did it.  Then the columns
-        added since (the digests of a build's inputs)."""
+        added since (the digests of a build's inputs).  A PostgreSQL store
+        starts at the current schema (``hg luigi-store --upgrade``)."""
+        if self._db.dialect != "sqlite":
+            return
         self._add_columns()
         if self._schema(self._db) >= 2:
             return  # without taking the write lock
@@ -197,22 +207,25 @@ class LineageStore:
         return int(row["value"]) if row else 0
 
     def _stored(self, path):
-        """How ``path`` (absolute, or relative to the current directory) is recorded."""
-        path = os.path.abspath(path)
+        """How ``path`` (absolute, or relative to the current directory; or an
+        ``s3://`` URL) is recorded."""
+        path = path if objects.is_url(path) else os.path.abspath(path)
         rel = relative_to(path, self.output_root)
         return path if rel is None else rel
 
     def _absolute(self, stored):
-        """The absolute path of a recorded path."""
-        if os.path.isabs(stored):
+        """The absolute path (or ``s3://`` URL) of a recorded path."""
+        if os.path.isabs(stored) or objects.is_url(stored):
             return stored
+        if objects.is_url(self.output_root):  # a key under an S3 output root
+            return self.output_root + "/" + stored
         return os.path.join(self.output_root, stored)
 
     def close(self):
         self._db.close()
 
     def _tx(self):
-        return sqlitedb.transaction(self._db)
+        return self._db.transaction()
 
     def _record(self, db, kind, data=None, **columns):
         """Append an audit record inside the open transaction ``db``."""
@@ -235,7 +248,7 @@ class LineageStore:
         with self._tx() as db:
             stale = [r["id"] for r in db.execute("SELECT id FROM builds"
                                                  " WHERE status = 'running'")]
-            runs = db.execute("SELECT id, rev, user FROM runs WHERE status = 'running'"
+            runs = db.execute("SELECT id, rev, \"user\" FROM runs WHERE status = 'running'"
                               ).fetchall()
             db.execute("UPDATE runs SET status = 'interrupted', ended = ? "
                        "WHERE status = 'running'", (now,))
@@ -254,7 +267,7 @@ class LineageStore:
         status (``affected``, ``upstream``, ``unaffected``, ``external``)."""
         with self._tx() as db:
             db.execute(
-                "INSERT INTO runs(id, rev, started, user, trigger, status, scheduler)"
+                "INSERT INTO runs(id, rev, started, \"user\", trigger, status, scheduler)"
                 " VALUES (?, ?, ?, ?, ?, 'running', ?)",
                 (run_id, rev, time.time(), user, trigger, scheduler),
             )
@@ -295,7 +308,7 @@ class LineageStore:
                 "UPDATE runs SET ended = ?, status = ?, summary = ? WHERE id = ?",
                 (time.time(), status, summary, run_id),
             )
-            run = db.execute("SELECT rev, user FROM runs WHERE id = ?", (run_id,)).fetchone()
+            run = db.execute("SELECT rev, \"user\" FROM runs WHERE id = ?", (run_id,)).fetchone()
             self._record(db, "run-ended", {"status": status, "summary": summary,
                                            "ended": db.execute(
                                                "SELECT ended FROM runs WHERE id = ?",
@@ -337,21 +350,22 @@ class LineageStore:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO builds(run_id, task_id, key, family, params, changeset, base,"
-                " reasons, status, started, user, trigger, extra)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                " reasons, status, started, \"user\", trigger, extra)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?) RETURNING id",
                 (run_id, task_id, key, family, json.dumps(params, sort_keys=True),
                  changeset, base, json.dumps(reasons or []), time.time(), user, trigger,
                  json.dumps({"credentials": credentials}) if credentials else None),
             )
+            build_id = cur.fetchone()[0]
             if credentials:
-                self._record(db, "credentials", dict(credentials, build=cur.lastrowid),
+                self._record(db, "credentials", dict(credentials, build=build_id),
                              actor=user, changeset=changeset, task=key, run_id=run_id)
             db.executemany("INSERT INTO facts(build_id, kind, name, value) VALUES (?, ?, ?, ?)",
-                           [(cur.lastrowid, kind, name, value)
+                           [(build_id, kind, name, value)
                             for kind, values in sorted((facts or {}).items())
                             for name, value in sorted(values.items())])
-            self._record_build(db, cur.lastrowid)
-            return cur.lastrowid
+            self._record_build(db, build_id)
+            return build_id
 
     def facts(self, build_id):
         """``{kind: {name: value}}`` recorded for a build ({} for a build of an
@@ -485,8 +499,9 @@ class LineageStore:
         """Remember ``(key, stamp, node)`` as checked at ``since``: one row per
         task, replaced by the next run, so the store does not grow with runs."""
         with self._tx() as db:
-            db.executemany("INSERT OR REPLACE INTO checks(key, since, stamp, node)"
-                           " VALUES (?, ?, ?, ?)",
+            db.executemany("INSERT INTO checks(key, since, stamp, node) VALUES (?, ?, ?, ?)"
+                           " ON CONFLICT(key) DO UPDATE SET since = excluded.since,"
+                           " stamp = excluded.stamp, node = excluded.node",
                            [(key, since, stamp, node) for key, stamp, node in rows])
 
     # the columns a build is looked up by (never text from elsewhere in SQL)
@@ -540,7 +555,7 @@ class LineageStore:
         """Successful builds that recorded ``path`` (absolute) as an output, newest
         first.  Also finds it recorded absolute, as a store that older code
         still writes to may have it."""
-        path = os.path.abspath(path)
+        path = path if objects.is_url(path) else os.path.abspath(path)
         rows = self._db.execute(
             "SELECT b.* FROM builds b JOIN outputs o ON o.build_id = b.id"
             " WHERE o.path IN (?, ?) AND b.status = 'success' ORDER BY b.id DESC",

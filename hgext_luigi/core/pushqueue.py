@@ -29,11 +29,11 @@ import os
 import time
 
 from . import audit as auditmod
-from . import sqlitedb
+from . import database
 
 STATES = ("incoming", "pending", "running", "done", "failed", "skipped")
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     head TEXT NOT NULL, branch TEXT, pusher TEXT, author TEXT, source TEXT,
@@ -62,9 +62,9 @@ def _add_missing_columns(db):
         have = {r["name"] for r in db.execute("PRAGMA table_info(entries)")}
         return [(n, t) for n, t in _ADDED_COLUMNS if n not in have]
 
-    if not missing():
-        return
-    with sqlitedb.transaction(db):
+    if db.dialect != "sqlite" or not missing():
+        return  # a PostgreSQL store changes by 'hg luigi-store --upgrade' alone
+    with db.transaction():
         for name, kind in missing():
             db.execute("ALTER TABLE entries ADD COLUMN %s %s" % (name, kind))
 
@@ -72,6 +72,8 @@ def _add_missing_columns(db):
 def _import_legacy(db, path):
     """Move the entries of ``queue.db`` (where older versions kept the queue)
     into this database, once; the old file is kept as ``queue.db.imported``."""
+    if db.dialect != "sqlite":
+        return
     legacy = os.path.join(os.path.dirname(path), "queue.db")
     if not os.path.exists(legacy) or os.path.abspath(legacy) == os.path.abspath(path):
         return
@@ -80,7 +82,7 @@ def _import_legacy(db, path):
         have = {r["name"] for r in db.execute("PRAGMA legacy.table_info(entries)")}
         cols = [r["name"] for r in db.execute("PRAGMA main.table_info(entries)")
                 if r["name"] in have]
-        with sqlitedb.transaction(db):
+        with db.transaction():
             if cols and db.execute("SELECT COUNT(*) FROM main.entries").fetchone()[0] == 0:
                 db.execute("INSERT INTO main.entries(%s) SELECT %s FROM legacy.entries"
                            % (", ".join(cols), ", ".join(cols)))
@@ -101,10 +103,10 @@ class Queue:
         self.audit = audit
         try:
             # synchronous FULL: an acknowledged trigger survives a power loss
-            self._db = sqlitedb.connect(path, _SCHEMA, synchronous="FULL")
+            self._db = database.open_database(path, SCHEMA, synchronous="FULL")
             _add_missing_columns(self._db)
             _import_legacy(self._db, path)
-        except (sqlitedb.Error, OSError) as e:
+        except database.ERRORS + (OSError,) as e:
             raise QueueError("cannot open queue %s: %s" % (path, e))
 
     def _record(self, db, kind, data, entry=None, **columns):
@@ -126,7 +128,7 @@ class Queue:
         self._db.close()
 
     def _tx(self):
-        return sqlitedb.transaction(self._db)
+        return self._db.transaction()
 
     # -- the push side --------------------------------------------------------
 
@@ -143,12 +145,12 @@ class Queue:
                 cur = db.execute(
                     "INSERT INTO entries(head, branch, pusher, author, source, created,"
                     " updated, state, force, txnid, summary, identity)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (e["head"], e.get("branch"), e.get("pusher"), e.get("author"),
                      e.get("source"), now, now, e.get("state", "incoming"),
                      int(bool(e.get("force"))), txnid, e.get("summary"),
                      json.dumps(e.get("identity") or {})))
-                ids.append(cur.lastrowid)
+                ids.append(cur.fetchone()[0])
         return ids
 
     def confirm(self, txnid):
@@ -219,7 +221,9 @@ class Queue:
             if only is not None:
                 sql += " AND id = ?"
                 args.append(only)
-            row = db.execute(sql + " ORDER BY id LIMIT 1", args).fetchone()
+            # on PostgreSQL, a row another worker is claiming is passed over
+            lock = " FOR UPDATE SKIP LOCKED" if db.dialect == "postgresql" else ""
+            row = db.execute(sql + " ORDER BY id LIMIT 1" + lock, args).fetchone()
             if row is None:
                 return None
             db.execute("UPDATE entries SET state = 'running', owner = ?, lease_until = ?,"
@@ -232,9 +236,10 @@ class Queue:
 
     def same_branch_pending(self, entry):
         """The other pending entries of ``entry``'s branch, oldest first."""
+        same = "IS" if self._db.dialect == "sqlite" else "IS NOT DISTINCT FROM"
         rows = self._db.execute(
             "SELECT * FROM entries WHERE state = 'pending' AND covered_by IS NULL AND"
-            " branch IS ? AND id != ? ORDER BY id", (entry["branch"], entry["id"]))
+            " branch %s ? AND id != ? ORDER BY id" % same, (entry["branch"], entry["id"]))
         return [dict(r) for r in rows.fetchall()]
 
     def coalesce(self, owner, claimed, main, covered, lease):
@@ -300,7 +305,7 @@ class Queue:
         with self._tx() as db:
             self._record(db, "queue-released", {"worker": owner}, self.get(entry_id))
             db.execute("UPDATE entries SET state = 'pending', owner = NULL, lease_until ="
-                       " NULL, attempts = MAX(0, attempts - 1), updated = ? WHERE"
+                       " NULL, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated = ? WHERE"
                        " (id = ? OR covered_by = ?) AND owner = ? AND state = 'running'",
                        (time.time(), entry_id, entry_id, owner))
             db.execute("UPDATE entries SET covered_by = NULL WHERE covered_by = ? AND"
@@ -335,7 +340,7 @@ class Queue:
             args.extend(states)
         sql += " ORDER BY id"
         if limit:
-            sql = "SELECT * FROM (%s DESC LIMIT %d) ORDER BY id" % (sql, int(limit))
+            sql = "SELECT * FROM (%s DESC LIMIT %d) AS recent ORDER BY id" % (sql, int(limit))
         return [dict(r) for r in self._db.execute(sql, args)]
 
 

@@ -1,7 +1,8 @@
 """A SQLite file shared by several processes (hg, the runner, its forked Luigi
 workers, push hooks, queue workers): WAL journal, a generous busy timeout and
 short ``BEGIN IMMEDIATE`` transactions.  Plain Python, used by the lineage store
-and the push queue."""
+and the push queue through :mod:`core.database`, which also offers PostgreSQL
+(:mod:`core.pgdb`) behind the same few methods."""
 
 import contextlib
 import os
@@ -10,12 +11,40 @@ import sqlite3
 Error = sqlite3.DatabaseError
 
 
+class SQLite:
+    """A connection as the stores use it: ``execute``, ``executemany``,
+    ``transaction()`` and ``before_commit`` (:mod:`core.pgdb` has the same).
+    The methods are the connection's own, bound once: no cost per statement."""
+
+    dialect = "sqlite"
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.execute = conn.execute
+        self.executemany = conn.executemany
+        self.close = conn.close
+
+    @property
+    def in_transaction(self):
+        return self.conn.in_transaction
+
+    def transaction(self):
+        return transaction(self)
+
+    def before_commit(self, fn):
+        """Run ``fn`` as the last step of the open transaction: at once, as
+        ``BEGIN IMMEDIATE`` already keeps every other writer out; returns what
+        ``fn`` returns."""
+        return fn()
+
+
 def connect(path, schema, synchronous="NORMAL"):
     """Open ``path`` (creating its folder) and apply ``schema`` (statements
     separated by ``;``, idempotent) in one transaction.  Raises :data:`Error`."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    db = sqlite3.connect(path, timeout=60, isolation_level=None)
-    db.row_factory = sqlite3.Row
+    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    db = SQLite(conn)
     db.execute("PRAGMA busy_timeout = 60000")
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = %s" % synchronous)

@@ -17,12 +17,13 @@ Three checks, each problem reported by the id of the record it concerns:
 import json
 import os
 
-from . import audit, lineage
+from . import audit, lineage, objects
 
 
-def verify(store, key=None, expected_head=None, check_outputs=True):
+def verify(store, key=None, expected_head=None, check_outputs=True, s3=None):
     """``{"problems": [...], "records": n, "builds": n, "outputs": n,
-    "before_audit": n}`` for the store (a :class:`lineage.LineageStore`)."""
+    "before_audit": n}`` for the store (a :class:`lineage.LineageStore`).
+    ``s3``: how to reach outputs in S3 (:func:`objects.client`'s arguments)."""
     db = store._db
     problems, count = audit.verify_chain(db, key, expected_head)
     for p in problems:
@@ -31,7 +32,7 @@ def verify(store, key=None, expected_head=None, check_outputs=True):
     problems += lineage_problems + _runs_against_audit(db)
     checked = 0
     if check_outputs:
-        checked, output_problems = _outputs_on_disk(store, db)
+        checked, output_problems = _outputs_on_disk(store, db, objects.Reader(s3))
         problems += output_problems
     return {"problems": problems, "records": count, "builds": built,
             "outputs": checked, "before_audit": _before_audit(db)}
@@ -142,8 +143,9 @@ def _runs_against_audit(db):
     return problems
 
 
-def _outputs_on_disk(store, db):
-    """Each path's latest successful build: its file still has that sha256."""
+def _outputs_on_disk(store, db, reader):
+    """Each path's latest successful build: its file (or object, read with
+    ``reader``) still has that sha256."""
     rows = db.execute(
         "SELECT o.build_id, o.path, o.sha256 FROM outputs o JOIN builds b"
         " ON b.id = o.build_id AND b.status = 'success'"
@@ -153,17 +155,33 @@ def _outputs_on_disk(store, db):
     problems = []
     for r in rows:
         path = store._absolute(r["path"])
-        if not os.path.exists(path):
+        digest = _digest(path, reader)
+        if digest is None:
             problems.append({"id": r["build_id"], "kind": "output", "path": path,
                              "problem": "output %s of build %d is missing"
                              % (path, r["build_id"])})
             continue
-        try:
-            _size, digest = lineage.file_digest(path)
-        except OSError as e:
-            digest = "unreadable: %s" % e.strerror
         if digest != r["sha256"]:
+            what = (digest if digest.startswith("unreadable: ") else
+                    "changed since it was built")
             problems.append({"id": r["build_id"], "kind": "output", "path": path,
-                             "problem": "output %s of build %d changed since it was built"
-                             % (path, r["build_id"])})
+                             "problem": "output %s of build %d %s"
+                             % (path, r["build_id"], what)})
     return len(rows), problems
+
+
+def _digest(path, reader):
+    """The sha256 of an output now, None when it is gone, or ``unreadable: ...``
+    (which never equals a recorded digest)."""
+    if objects.is_url(path):
+        try:
+            got = reader.digest(path)
+        except Exception as e:  # boto3's errors: no credentials, access denied...
+            return "unreadable: %s: %s" % (type(e).__name__, e)
+        return got and got[1]
+    if not os.path.exists(path):
+        return None
+    try:
+        return lineage.file_digest(path)[1]
+    except OSError as e:
+        return "unreadable: %s" % e.strerror

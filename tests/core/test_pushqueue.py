@@ -13,8 +13,8 @@ H1, H2, H3 = "1" * 40, "2" * 40, "3" * 40
 
 
 @pytest.fixture
-def queue(tmp_path):
-    q = pushqueue.open_queue(str(tmp_path / "lineage.db"), audit.Chain())
+def queue(location):
+    q = pushqueue.open_queue(location, audit.Chain())
     yield q
     q.close()
 
@@ -209,10 +209,10 @@ def test_hostile_push_fields_are_stored_as_data(queue):
     assert len(queue.entries()) == 1
 
 
-def test_two_workers_never_claim_the_same_entry(tmp_path):
+def test_two_workers_never_claim_the_same_entry(location):
     """Two processes' worth of connections claiming at once: every entry is
     taken exactly once."""
-    path = str(tmp_path / "lineage.db")
+    path = location
     setup = pushqueue.open_queue(path, audit.Chain())
     ids = setup.record([entry("%040x" % i) for i in range(30)], "txn")
     setup.confirm("txn")

@@ -14,9 +14,11 @@ the role of a task it does not build).
 """
 
 import re
+import time
 
 from . import credentials, protocol
 
+_LEASE_POLL = 0.5  # seconds between looks at a lease another run holds
 _HEX40 = re.compile(r"[0-9a-f]{40}\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -91,6 +93,8 @@ class Builds:
                 return self.finish(ev)
             if ev.get("op") == "tree":
                 return self.tree(ev)
+            if ev.get("op") in ("built", "upstream"):
+                return self.lineage(ev)
             raise Refused("unknown request %r" % ev.get("op"))
         except Refused as e:
             return {"error": "refused: %s" % e}
@@ -107,6 +111,19 @@ class Builds:
                           % changeset[:40])
         return {"path": self.tree_of(changeset)}
 
+    def lineage(self, ev):
+        """What the runner reads of lineage when the store is shared (it holds
+        no connection): whether a task was built at a changeset (in a run),
+        and the outputs of its successful build there.  Reading only."""
+        task_id, changeset = _str(ev, "task_id"), _str(ev, "changeset")
+        if ev["op"] == "built":
+            run_id = _str(ev, "run_id", True)
+            return {"built": self.store.has_success(task_id, changeset, run_id=run_id)}
+        built = self.store.success_for(task_id, changeset)
+        if built is None:
+            return {"build": None, "outputs": []}
+        return {"build": built["id"], "outputs": self.store.outputs(built["id"])}
+
     def _planned(self, key):
         return self.data["stamps"].get(key, self.data["rev"])
 
@@ -122,10 +139,14 @@ class Builds:
         row = self.plan.get(key, {})
         if row and row["family"] != family:
             raise Refused("%s is a task of family %s, not %s" % (key, row["family"], family))
+        again = next((b for b, k in self.open.items() if k == key), None)
+        if again is None:  # waited for before credentials are issued: they would expire
+            done = self._lease(task_id, changeset)
+            if done is not None:  # built meanwhile by the run we waited for
+                return {"done": done}
         builds = bool(row) and (bool(row.get("affected")) or self.force)
         issued, secret, refused = self._credentials(family, changeset, key) if builds \
             else (None, None, None)
-        again = next((b for b, k in self.open.items() if k == key), None)
         if again is not None:  # run() again after its dynamic dependencies: same build
             self.store.resume_build(again, issued)
             build = again
@@ -140,6 +161,21 @@ class Builds:
         if refused:
             return {"build": build, "refused": refused}
         return {"build": build, "credentials": secret}
+
+    def _lease(self, task_id, changeset):
+        """Hold the task at its changeset for this run while it builds it: two
+        runs (two build hosts) never build it at once.  While another run
+        holds it, wait (that run renews its lease while it lives; a dead one's
+        runs out); the id of the build that run made, if it succeeded."""
+        run_id, holder = self.data["run_id"], None
+        while not self.store.take_lease(task_id, changeset, run_id, self.settings.lease):
+            holder = holder or (self.store.lease_holder(task_id, changeset) or [None])[0]
+            time.sleep(_LEASE_POLL)
+        built = self.store.success_for(task_id, changeset) if holder else None
+        if built is not None and built["run_id"] == holder:
+            self.store.drop_leases(run_id, task_id, changeset)
+            return built["id"]
+        return None
 
     def _facts(self, sent, key, changeset):
         """What the build depends on: the files from the repository (the hg
@@ -224,5 +260,7 @@ class Builds:
                                 outputs=_outputs(ev.get("outputs", [])),
                                 inputs=_inputs(ev.get("inputs", [])), extra=extra)
         del self.open[build]
+        row = self.store.build(build)
+        self.store.drop_leases(self.data["run_id"], row["task_id"], row["changeset"])
         self._event("complete" if status == "success" else "fail", build)
         return {"ok": True}

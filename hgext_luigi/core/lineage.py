@@ -240,27 +240,72 @@ class LineageStore:
 
     # -- runs (written by the hg side) ------------------------------------
 
-    def interrupt_stale(self, error="interrupted: the run was killed before it finished"):
+    def interrupt_stale(self, error="interrupted: the run was killed before it finished",
+                        shared=False):
         """Mark runs and builds left 'running' by a run that died (SIGKILL, power
-        loss) as failed.  Only call it while holding the repository's run lock, when
-        no other run can be in progress.  Returns the number of builds marked."""
+        loss) as failed.  On a repository's own store, call it while holding the
+        run lock, when no other run can be in progress; on a ``shared`` store,
+        only runs whose lease (:meth:`take_lease`) ran out count as dead.
+        Returns the number of builds marked."""
         now = time.time()
+        dead = " AND NOT EXISTS (SELECT 1 FROM leases WHERE owner = %s AND until >= ?)"
         with self._tx() as db:
-            stale = [r["id"] for r in db.execute("SELECT id FROM builds"
-                                                 " WHERE status = 'running'")]
-            runs = db.execute("SELECT id, rev, \"user\" FROM runs WHERE status = 'running'"
-                              ).fetchall()
-            db.execute("UPDATE runs SET status = 'interrupted', ended = ? "
-                       "WHERE status = 'running'", (now,))
+            where, args = "status = 'running'", []
+            runs = db.execute("SELECT id, rev, \"user\" FROM runs WHERE " + where
+                              + (dead % "runs.id" if shared else ""),
+                              [now] if shared else []).fetchall()
+            stale = [r["id"] for r in db.execute(
+                "SELECT id FROM builds b WHERE " + where + (dead % "b.run_id" if shared
+                                                            else ""),
+                [now] if shared else [])]
             for r in runs:
+                db.execute("UPDATE runs SET status = 'interrupted', ended = ? WHERE id = ?",
+                           (now, r["id"]))
                 self._record(db, "run-ended", {"status": "interrupted", "summary": error,
                                                "ended": now},
                              actor=r["user"], changeset=r["rev"], run_id=r["id"])
-            db.execute("UPDATE builds SET status = 'failed', error = ?, ended = ? "
-                       "WHERE status = 'running'", (error, now))
             for build_id in stale:
+                db.execute("UPDATE builds SET status = 'failed', error = ?, ended = ? "
+                           "WHERE id = ?", (error, now, build_id))
                 self._record_build(db, build_id)
+            db.execute("DELETE FROM leases WHERE until < ?" if shared else
+                       "DELETE FROM leases", [now] if shared else [])
             return len(stale)
+
+    # -- leases: which run builds a task at a changeset, across hosts --------
+
+    def take_lease(self, task_id, changeset, owner, seconds):
+        """Hold ``(task_id, changeset)`` for ``owner`` (a run id) ``seconds``
+        long, in one statement: True, or False while another owner's lease
+        lasts.  A run also holds ``("run", its id)`` while it is alive."""
+        now = time.time()
+        row = self._db.execute(
+            "INSERT INTO leases(task_id, changeset, owner, until) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(task_id, changeset) DO UPDATE SET owner = excluded.owner,"
+            " until = excluded.until WHERE leases.until < ? OR leases.owner ="
+            " excluded.owner RETURNING owner",
+            (task_id, changeset, owner, now + seconds, now)).fetchone()
+        return row is not None
+
+    def lease_holder(self, task_id, changeset):
+        """``(owner, until)`` of a live lease, or None."""
+        row = self._db.execute("SELECT owner, until FROM leases WHERE task_id = ? AND"
+                               " changeset = ? AND until >= ?",
+                               (task_id, changeset, time.time())).fetchone()
+        return (row["owner"], row["until"]) if row else None
+
+    def renew_leases(self, owner, seconds):
+        """Extend every lease of ``owner``: the run is alive.  Returns how many."""
+        return self._db.execute("UPDATE leases SET until = ? WHERE owner = ?",
+                                (time.time() + seconds, owner)).rowcount
+
+    def drop_leases(self, owner, task_id=None, changeset=None):
+        """Give up ``owner``'s leases (one task's, with ``task_id``)."""
+        if task_id is None:
+            self._db.execute("DELETE FROM leases WHERE owner = ?", (owner,))
+        else:
+            self._db.execute("DELETE FROM leases WHERE owner = ? AND task_id = ? AND"
+                             " changeset = ?", (owner, task_id, changeset))
 
     def begin_run(self, run_id, rev, user, trigger, scheduler, plan_rows):
         """Record a run and its plan: one row per task with stamp, base, reasons and

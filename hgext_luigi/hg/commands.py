@@ -7,7 +7,7 @@ import time
 from mercurial import cmdutil, error, pycompat, registrar
 from mercurial.i18n import _
 
-from . import config, planning, runs, show
+from . import config, planning, runs, show, stores
 
 cmdtable = {}
 command = registrar.command(cmdtable)
@@ -228,9 +228,8 @@ def luigi_lineage(ui, repo, rev=None, **opts):
     """
     settings = _settings(ui, repo)
     fm = _formatter(ui, b'luigi-lineage', opts)
-    if not os.path.exists(settings.store):
+    if not stores.recorded(settings):
         return _nothing(ui, fm)
-    from . import stores
 
     store = stores.open_store(settings, write=False)
     try:
@@ -242,23 +241,36 @@ def luigi_lineage(ui, repo, rev=None, **opts):
             return _by_output(ui, repo, store, settings, fm, opts['output'])
         if opts.get('task'):
             return _by_task(ui, store, fm, config.text(opts['task']))
-        return _by_rev(ui, repo, store, fm, rev)
+        return _by_rev(ui, repo, store, fm, _lineage_node(repo, settings, rev))
     finally:
         store.close()
 
 
-def _by_rev(ui, repo, store, fm, rev):
-    ctx = planning.resolve_rev(repo, rev)
-    node = config.hexstr(ctx)
+_FULL_HASH = re.compile(br'^[0-9a-f]{40}$')
+
+
+def _lineage_node(repo, settings, rev):
+    """The full hash (str) of ``rev``; on a shared store, a full hash this
+    clone lacks is taken as is (another host built it)."""
+    try:
+        return config.hexstr(planning.resolve_rev(repo, rev))
+    except error.RepoLookupError:
+        if rev and _FULL_HASH.match(rev) and stores.is_shared(settings):
+            return config.text(rev)
+        raise
+
+
+def _by_rev(ui, repo, store, fm, node):
+    short = _b(node[:12])
     run = store.latest_run(node)
     if run is None:
         fm.end()
-        raise error.Abort(_(b'no luigi run recorded at %s') % ctx.hex()[:12],
-                          hint=_(b'run hg luigi-run -r %s') % ctx.hex()[:12])
+        raise error.Abort(_(b'no luigi run recorded at %s') % short,
+                          hint=_(b'run hg luigi-run -r %s') % short)
     rows = store.run_tasks(run['id'])
     width = max([len(r['key']) for r in rows] + [4])
     fm.plain(_(b'run %s at %s: %s, by %s (%s)\n')
-             % (_b(run['id'][:12]), ctx.hex()[:12], _b(run['status']), _b(run['user']),
+             % (_b(run['id'][:12]), short, _b(run['status']), _b(run['user']),
                 _b(run['trigger'])))
     for r in rows:
         build = None
@@ -324,10 +336,15 @@ def _by_task(ui, store, fm, name):
 
 
 def _resolve_output(repo, settings, path):
+    from ..core import objects
+
     path = pycompat.fsdecode(path)
+    if objects.is_url(path):  # an object: its URL is its only name
+        return [path]
     candidates = [os.path.abspath(path), os.path.join(settings.output_root, path),
                   os.path.join(pycompat.fsdecode(repo.root), path)]
-    return [os.path.normpath(c) for c in candidates]
+    # under an S3 output root, CHANGESET/PATH is a key: joined, not normalized
+    return [c if objects.is_url(c) else os.path.normpath(c) for c in candidates]
 
 
 def _by_output(ui, repo, store, settings, fm, path):
@@ -524,7 +541,7 @@ def luigi_queue(ui, repo, **opts):
             raise error.InputError(_(b'unknown state %s') % _b(s),
                                    hint=_(b'use one of %s') % b', '.join(
                                        _b(x) for x in pushqueue.STATES))
-    if not os.path.exists(settings.queue):
+    if not stores.recorded(settings):
         if opts.get('retry'):
             raise error.Abort(_(b'no queue entry %d') % opts['retry'])
         fm = _formatter(ui, b'luigi-queue', opts)
@@ -533,7 +550,6 @@ def luigi_queue(ui, repo, **opts):
             ui.status(_(b'the queue is empty (pushes are queued with [luigi] on-push = '
                         b'queue)\n'))
         return 0
-    from . import stores
 
     q = stores.open_queue(settings, write=bool(opts.get('retry')))
     try:
@@ -622,10 +638,9 @@ def luigi_audit(ui, repo, *expected, **opts):
     with ``prev`` and ``hash`` so a SIEM can check the chain itself.
     """
     from ..core import audit, verify
-    from . import stores
 
     settings = _settings(ui, repo)
-    if not os.path.exists(settings.store):  # nothing recorded: do not create it
+    if not stores.recorded(settings):  # nothing recorded: do not create it
         ui.status(_(b'no audit records yet\n'))
         return 0
     store = stores.open_store(settings, write=False)  # --verify reads the key itself
@@ -716,7 +731,6 @@ def _audit_verify(ui, store, settings, opts, verify, head):
     import time as _time
 
     from ..core import audit
-    from . import stores
 
     key = stores.chain(settings).key
     head = config.text(head) if head else None
@@ -724,7 +738,7 @@ def _audit_verify(ui, store, settings, opts, verify, head):
         raise error.InputError(_(b'%s is not a head hash (64 hex digits from hg '
                                  b'luigi-audit --head)') % _b(head[:80]))
     started = _time.time()
-    result = verify.verify(store, key, head)
+    result = verify.verify(store, key, head, s3=settings.s3_client_kwargs())
     fm = _formatter(ui, b'luigi-audit', opts)
     for p in result['problems']:
         fm.startitem()
@@ -783,7 +797,7 @@ def luigi_why(ui, repo, target, **opts):
     if opts.get('against') and opts.get('previous'):
         raise error.InputError(_(b'--against and --previous are exclusive'))
     settings = _settings(ui, repo)
-    if not os.path.exists(settings.store):
+    if not stores.recorded(settings):
         raise error.Abort(_(b'no lineage recorded yet'), hint=_(b'run hg luigi-run first'))
     store = stores.open_store(settings, write=False)
     try:
@@ -796,4 +810,84 @@ def luigi_why(ui, repo, target, **opts):
         fm.end()
     finally:
         store.close()
+    return 0
+
+
+@command(
+    b'luigi-store',
+    [(b'', b'upgrade', False, _(b'create or bring up to date the tables of the shared '
+                                b'store')),
+     (b'', b'import', False, _(b'move a SQLite store (default: this repository\'s) into '
+                               b'the shared store'))] + cmdutil.formatteropts,
+    _(b'[--upgrade] [--import [FILE]] [-T TEMPLATE]'),
+    helpcategory=command.CATEGORY_MAINTENANCE,
+)
+def luigi_store(ui, repo, *files, **opts):
+    """show, create or fill the store of lineage, queue and audit log
+
+    Without options, says where the store is (the SQLite file
+    ``.hg/luigi/lineage.db``, or the PostgreSQL database of ``[luigi] store``,
+    shown without a password), its version, and how many runs, builds, queue
+    entries and audit records it holds. ``-T json`` gives ``store``, ``kind``,
+    ``version``, ``runs``, ``builds``, ``entries`` and ``audit``.
+
+    ``--upgrade`` creates the tables of a shared store, or brings them up to
+    this version; run it once, from one host, before the others use it (a
+    SQLite file is brought up to date whenever it is opened).
+
+    ``--import [FILE]`` creates the tables if needed, then copies every run,
+    build, queue entry and audit record of a SQLite store (default: this
+    repository's ``.hg/luigi/lineage.db``) into the shared store, which must
+    be empty, in one transaction: ids and the audit chain stay as they were,
+    and the chain is verified afterwards (with ``[luigi] audit-key-env`` when
+    set). The file is left as it was.
+
+    The password of a shared store comes from ``PGPASSWORD`` or ``PGPASSFILE``
+    in the environment of hg, as libpq reads them; ``[luigi] store`` refuses a
+    URL that holds one.
+    """
+    settings = _settings(ui, repo)
+    shared = stores.is_shared(settings)
+    if (opts.get('upgrade') or opts.get('import')) and not shared:
+        raise error.InputError(_(b'--upgrade and --import need a shared store'),
+                               hint=_(b'set [luigi] store = postgresql://HOST/DATABASE'))
+    if files and not opts.get('import'):
+        raise error.InputError(_(b'a FILE is given only with --import'))
+    if opts.get('upgrade') or opts.get('import'):
+        before, after = stores.upgrade(settings)
+        if before != after:
+            ui.status(_(b'store upgraded from version %s to %d\n')
+                      % (_b(str(before)) if before is not None else b'none', after))
+    if opts.get('import'):
+        _import(ui, repo, settings, files)
+    return _describe(ui, settings, shared, opts)
+
+
+def _import(ui, repo, settings, files):
+    if len(files) > 1:
+        raise error.InputError(_(b'--import takes one FILE'))
+    path = os.path.abspath(pycompat.fsdecode(files[0])) if files else config.store_path(repo)
+    counts, records, head = stores.import_sqlite(settings, path)
+    ui.status(_(b'imported %d runs, %d builds, %d queue entries and %d audit records '
+                b'from %s\n') % (counts.get('runs', 0), counts.get('builds', 0),
+                                 counts.get('entries', 0), counts.get('audit', 0), _b(path)))
+    ui.status(_(b'audit chain verified: %d records, head %s\n')
+              % (records, _b(head or '-')))
+
+
+def _describe(ui, settings, shared, opts):
+    from ..core import database, pgdb
+
+    fm = _formatter(ui, b'luigi-store', opts)
+    fm.startitem()
+    where = pgdb.redact(settings.store) if shared else settings.store
+    fm.write(b'store', b'store: %s', _b(where))
+    fm.write(b'kind', b' (%s', b'postgresql' if shared else b'sqlite')
+    counts = stores.counts(settings) if stores.recorded(settings) else {}
+    fm.condwrite(shared, b'version', b', version %d', database.STORE_VERSION)
+    fm.plain(b')\n')
+    for name in ('runs', 'builds', 'entries', 'audit'):
+        fm.write(pycompat.sysbytes(name), b'%s: %%d\n' % pycompat.sysbytes(name),
+                 counts.get(name, 0))
+    fm.end()
     return 0

@@ -14,7 +14,7 @@ from mercurial import encoding, error, pycompat, registrar
 from mercurial.i18n import _
 from mercurial.utils import stringutil
 
-from ..core import sandbox
+from ..core import objects, sandbox
 
 
 # terminal control characters (escape sequences, carriage returns...) but newline
@@ -110,6 +110,9 @@ configitem(b'luigi', b'callback-visibility', default=300)
 configitem(b'luigi', b'aws-region', default=None)
 configitem(b'luigi', b'aws-endpoint-url', default=None)
 configitem(b'luigi', b'aws-profile', default=None)
+# beyond one machine: a shared store, and where build hosts pull heads from
+configitem(b'luigi', b'store', default=None)
+configitem(b'luigi', b'source', default=None)
 # secrets the server hands to the task types that need them, by variable name
 configitem(b'ansible', b'vault_password_env', default=None)
 # identity, access and audit: server-side only (a pushed changeset cannot set them)
@@ -241,12 +244,40 @@ def _repo_relative(reader, name):
     return text(value)
 
 
-def _output_root(repo, value, default):
+def _output_root(repo, value, default, reader=None, name=b'output-root'):
+    if value and objects.has_scheme(text(value)):  # object storage: the URL as is
+        return _object_root(reader or Reader(repo.ui), name, text(value))
     if value:
         root = os.path.join(repo.root, os.path.expanduser(value))
     else:
         root = default
     return os.path.normpath(pycompat.fsdecode(root))
+
+
+def _object_root(reader, name, url):
+    """``s3://bucket/prefix``, checked (bucket name rules, no ``..`` or empty
+    segment) and kept as is: never joined to the repository root."""
+    try:
+        return objects.check_root(url)
+    except ValueError as e:
+        reader._bad(name, b's3://BUCKET/PREFIX or a directory (%s)' % local(str(e)))
+
+
+def _plain_output_root(reader, repo, output_root):
+    """``[luigi] plain-output-root``: a local directory, as plain tasks write
+    ``luigi.LocalTarget`` files there.  Its default beside an S3 output root
+    is ``.hg/luigi/outputs/plain``, not ``<output-root>/plain``: a relative
+    LocalTarget path cannot become an object, and the local default keeps
+    adopted tasks working unchanged when only stamped outputs move to S3."""
+    plain = reader.raw(b'plain-output-root')
+    if plain and objects.has_scheme(text(plain)):
+        reader._bad(b'plain-output-root', b'a directory (plain Luigi tasks write '
+                    b'luigi.LocalTarget files there)')
+    if plain:
+        return _output_root(repo, plain, None)
+    if objects.is_url(output_root):
+        return pycompat.fsdecode(os.path.join(state_dir(repo), b'outputs', b'plain'))
+    return os.path.join(output_root, 'plain')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,7 +322,8 @@ class Settings:
     audit_key_env: str
     openlineage_namespace: str
     repository_url: str  # paths.default, else the root: how lineage events name it
-    store: str
+    source: str  # where a build host pulls a head it lacks: [luigi] source, paths.default
+    store: str  # the SQLite file, or a postgresql:// URL ([luigi] store)
     queue: str
     state: str
 
@@ -299,8 +331,7 @@ class Settings:
     def read(cls, ui, repo):
         r = Reader(ui)
         output_root = _output_root(repo, r.raw(b'output-root'),
-                                   os.path.join(state_dir(repo), b'outputs'))
-        plain = r.raw(b'plain-output-root')
+                                   os.path.join(state_dir(repo), b'outputs'), r)
         python = r.raw(b'python')
         pass_env = r.raw(b'pass-env')
         vault = Reader(ui, b'ansible').text(b'vault_password_env', _VAR,
@@ -309,8 +340,7 @@ class Settings:
             module=r.text(b'module', _MODULE, b'a Python module name'),
             roots=r.names(b'roots', br'^[^\s=]+$', b'a task family'),
             output_root=output_root,
-            plain_output_root=(_output_root(repo, plain, None) if plain
-                               else os.path.join(output_root, 'plain')),
+            plain_output_root=_plain_output_root(r, repo, output_root),
             scheduler=r.text(b'scheduler', _URL, b'a URL like http://host:8082'),
             workers=r.number(b'workers', int, 1),
             block_size=r.number(b'block-size', int, 1),
@@ -348,10 +378,19 @@ class Settings:
             openlineage_namespace=r.text(b'openlineage-namespace', br'^\S+$',
                                          b'a namespace without spaces'),
             repository_url=text(ui.config(b'paths', b'default') or repo.root),
-            store=store_path(repo),
-            queue=queue_path(repo),
+            source=_source(ui),
+            store=_store(r, repo, pass_env),
+            queue=_store(r, repo, pass_env),
             state=pycompat.fsdecode(state_dir(repo)),
         )
+
+    def s3_client_kwargs(self):
+        """How the hg process reads outputs in S3 (a plan's reuse checks,
+        ``--verify``): boto3's chain with ``[luigi] aws-profile`` and
+        ``aws-region``.  Not ``aws-endpoint-url``, which may name another
+        service's endpoint (Step Functions, STS); boto3 reads
+        ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` itself."""
+        return {"profile_name": self.aws_profile, "region_name": self.aws_region}
 
     def index_settings(self):
         """What the task graph depends on besides the repository's files."""
@@ -383,6 +422,42 @@ def _audit_key_env(reader, pass_env):
     if name and sandbox.allowed(name, passed):
         reader._bad(b'audit-key-env', b'a variable [luigi] pass-env keeps from pipelines')
     return name
+
+
+def _store(reader, repo, pass_env):
+    """``[luigi] store``: empty for the repository's SQLite file, else a
+    PostgreSQL URL without a password (libpq reads it from ``PGPASSWORD`` or
+    ``PGPASSFILE``, which ``pass-env`` must keep from pipelines)."""
+    value = reader.raw(b'store')
+    if not value:
+        return store_path(repo)
+    from ..core import database, pgdb
+
+    url = text(value)
+    try:
+        if not database.is_url(url):
+            raise database.Error("not a URL")
+        pgdb.check_url(url)
+    except database.Error:  # shown without the password it may hold
+        raise SettingError(b'luigi', b'store', pycompat.sysbytes(pgdb.redact(url)),
+                           b'a postgresql:// URL without a password (set PGPASSWORD '
+                           b'or PGPASSFILE in the environment of hg)')
+    passed = (reader.names(b'pass-env', _ENV_NAME, b'a name') if pass_env is not None
+              else DEFAULT_PASS_ENV)
+    for name in ("PGPASSWORD", "PGPASSFILE"):
+        if sandbox.allowed(name, passed):
+            raise SettingError(b'luigi', b'pass-env', pycompat.sysbytes(name),
+                               b'variables other than PGPASSWORD and PGPASSFILE '
+                               b'(with [luigi] store, pipelines must not see them)')
+    return url
+
+
+def _source(ui):
+    """``[luigi] source`` as written (a path name, path or URL of the server
+    repository); None for ``paths.default``.  ``worker`` resolves it as ``hg
+    pull`` would."""
+    value = ui.config(b'luigi', b'source')
+    return text(value) if value else None
 
 
 def _duration(reader):

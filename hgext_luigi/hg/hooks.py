@@ -248,12 +248,14 @@ def _txn(txnid, node):
 
 def txnabort_hook(ui, repo, hooktype, txnid=None, **kwargs):
     from ..core import pushqueue
+    from . import stores
 
-    path = config.queue_path(repo)
-    if not txnid or not os.path.exists(path):
+    settings = config.Settings.read(ui, repo)
+    if not txnid or not stores.recorded(settings):
         return False
     try:
-        q = pushqueue.open_queue(path)  # deletes what was never accepted: no record
+        # deletes what was never accepted: no record
+        q = pushqueue.open_queue(settings.queue)
     except pushqueue.QueueError as e:
         raise error.Abort(_b(str(e)))
     try:

@@ -208,10 +208,13 @@ def _changed_since(planned, todo):
     return out
 
 
-def _begin(ui, store, planned, request, scheduler, decisions):
-    """Record the run and its plan; its id."""
+def _begin(ui, settings, store, planned, request, scheduler, decisions):
+    """Record the run and its plan; its id.  The run holds a lease in the store
+    while it lives (:func:`_lease_keeper`): on a shared store, that is how
+    another host tells a dead run from a live one."""
     run_id = uuid.uuid4().hex
-    stale = store.interrupt_stale()
+    stale = store.interrupt_stale(shared=stores.is_shared(settings))
+    store.take_lease("run", run_id, run_id, settings.lease)
     if stale:
         ui.warn(_(b'luigi: %d task builds of an earlier run that was killed are recorded '
                   b'as failed\n') % stale)
@@ -226,7 +229,7 @@ def _execute(ui, repo, settings, ws, store, planned, request, scheduler, fm):
     decisions = planned.in_scope()
     todo = [d for d in decisions if d.affected]
     result = Result(targets=_asked(planned))
-    result.run_id = _begin(ui, store, planned, request, scheduler, decisions)
+    result.run_id = _begin(ui, settings, store, planned, request, scheduler, decisions)
     data = _run_data(settings, planned, decisions, todo, request, scheduler,
                      result.run_id, ws.path())
     ui.status(_(b'building %d of %d tasks at %s (%s scheduler)\n')
@@ -238,14 +241,37 @@ def _execute(ui, repo, settings, ws, store, planned, request, scheduler, fm):
     recorder = builds.Builds(store, settings, data, planning.task_files(repo, planned),
                              _lineage_events(settings), ws.tree_of)
     try:
-        final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo),
-                                recorder)
+        with _lease_keeper(settings, result.run_id):
+            final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo),
+                                    recorder)
     except BaseException as e:  # the run is over: never left "running" in lineage
         why = config.abort_text(e) if isinstance(e, error.Abort) else type(e).__name__
         store.end_run(result.run_id, "failed", lines.outcomes, "run failed: %s" % why)
         raise
+    finally:
+        store.drop_leases(result.run_id)
     lines.finish(final)
     return _end(ui, fm, store, result, lines, final, rc, time.time() - started, logpath)
+
+
+def _lease_keeper(settings, run_id):
+    """A heartbeat renewing the run's leases (its own, and those of the tasks
+    it builds) every third of ``[luigi] lease``, on a connection of its own."""
+    from ..core import heartbeat
+
+    opened = []
+
+    def renew():
+        if not opened:
+            opened.append(stores.open_store(settings, write=False))
+        return opened[0].renew_leases(run_id, settings.lease) > 0
+
+    def close():
+        for store in opened:
+            store.close()
+
+    return heartbeat.Heartbeat("hgext_luigi-run-lease", settings.lease / 3.0, renew,
+                               keep_going=True, close=close)
 
 
 def _end(ui, fm, store, result, lines, final, rc, elapsed, logpath):
@@ -289,7 +315,9 @@ def _run_data(settings, planned, decisions, todo, request, scheduler, run_id, tr
     return {
         "tree": tree,
         "rev": config.hexstr(ctx), "output_root": settings.output_root,
-        "store": settings.store, "module": settings.module,
+        # a shared store's connection stays with hg: the runner asks it instead
+        "store": None if stores.is_shared(settings) else settings.store,
+        "lineage_by_request": stores.is_shared(settings), "module": settings.module,
         "branch": config.text(ctx.branch()), "state": settings.state,
         "run_id": run_id, "user": request.user, "trigger": request.trigger,
         "identity": request.identity.user,

@@ -48,3 +48,87 @@ def open_queue(settings, write=True):
         return pushqueue.open_queue(settings.queue, chain(settings) if write else None)
     except pushqueue.QueueError as e:
         raise error.Abort(_b(str(e)))
+
+
+def recorded(settings):
+    """Whether there can be anything to read: a shared store, or the SQLite
+    file exists (reading must not create it)."""
+    return is_shared(settings) or os.path.exists(settings.store)
+
+
+def is_shared(settings):
+    """Whether the store is a server database (``[luigi] store``)."""
+    from ..core import database
+
+    return database.is_url(settings.store)
+
+
+def _store_error(e, hint=None):
+    return error.Abort(_b(str(e)), hint=hint or _(b'see hg help luigi-store'))
+
+
+def upgrade(settings):
+    """Create or bring up to date the tables of the shared store:
+    ``(before, after)`` versions."""
+    from ..core import database, lineage, pushqueue
+
+    try:
+        return database.upgrade(settings.store, lineage.SCHEMA + pushqueue.SCHEMA)
+    except database.ERRORS as e:
+        raise _store_error(e, _(b'check [luigi] store, PGPASSWORD or PGPASSFILE, and '
+                                b'that the server is up'))
+
+
+def import_sqlite(settings, path):
+    """Move the SQLite store at ``path`` into the (empty) shared store; checks
+    that the audit chain there ends where it ended in the file.  Returns
+    ``({table: rows}, records, head)``."""
+    from ..core import audit, database
+
+    _migrate_file(settings, path)
+    try:
+        counts = database.import_sqlite(path, settings.store)
+    except database.ERRORS as e:
+        raise _store_error(e)
+    store = open_store(settings, write=False)
+    try:
+        problems, records = audit.verify_chain(store._db, chain(settings).key)
+        head = audit.head(store._db)
+    finally:
+        store.close()
+    if problems:
+        raise error.Abort(_(b'the imported audit chain does not verify: %s')
+                          % _b(problems[0]['problem']),
+                          hint=_(b'check [luigi] audit-key-env; nothing in %s was changed')
+                          % _b(path))
+    return counts, records, head
+
+
+def _migrate_file(settings, path):
+    """Bring the SQLite file to the current schema first (as opening it in
+    this version would), so every column it has is one the shared store has."""
+    from ..core import lineage, pushqueue
+
+    if not os.path.isfile(path):
+        raise error.Abort(_(b'no SQLite store at %s') % _b(path),
+                          hint=_(b'give the path of a lineage.db'))
+    try:
+        lineage.open_store(path, settings.output_root).close()
+        pushqueue.open_queue(path).close()
+    except (lineage.StoreError, pushqueue.QueueError) as e:
+        raise _store_error(e)
+
+
+def counts(settings):
+    """``{table: rows}`` of the store, for ``hg luigi-store``."""
+    from ..core import database
+
+    open_queue(settings, write=False).close()  # a SQLite file gets its queue table
+    store = open_store(settings, write=False)
+    try:
+        return {t: store._db.execute("SELECT COUNT(*) FROM %s" % t).fetchone()[0]
+                for t in ("runs", "builds", "entries", "audit")}
+    except database.ERRORS as e:
+        raise _store_error(e)
+    finally:
+        store.close()

@@ -164,10 +164,10 @@ def _read(repo, node):
         settings = config.Settings.read(repo.ui, repo)
     except error.Abort as e:
         raise _server_error(e)
-    if not os.path.exists(settings.store):
-        raise _not_found(b'no luigi lineage recorded in this repository')
     from . import stores
 
+    if not stores.recorded(settings):
+        raise _not_found(b'no luigi lineage recorded in this repository')
     try:
         store = stores.open_store(settings, write=False)
     except error.Abort as e:

@@ -6,6 +6,10 @@ heartbeat thread renews while the build runs; a worker that dies stops renewing
 it and the entry is claimed again by the next worker.  Several pending entries of
 one branch whose heads are ancestors of a newer pending head are built once, at
 the newest head, and recorded as covered by it.
+
+With a shared store (``[luigi] store``), workers run on several build hosts,
+each in a clone of the server repository: a head the clone lacks is pulled from
+``[luigi] source`` (default ``paths.default``) before it is built.
 """
 
 import json
@@ -82,6 +86,12 @@ def _coalesce(repo, q, settings, entry, owner):
 
 def process(ui, repo, settings, q, entry, owner, workers=None, coalesce=None):
     """Build one claimed entry; returns its final state ('done' or 'failed')."""
+    try:
+        repo = _with_head(ui, repo, settings, entry)
+    except error.Abort as e:
+        runs.warn_abort(ui, e)
+        q.finish(entry["id"], owner, "failed", error=config.abort_text(e))
+        return "failed"
     if settings.coalesce if coalesce is None else coalesce:
         entry = _coalesce(repo, q, settings, entry, owner)
     covering = [e for e in q.entries(("running",)) if e["covered_by"] == entry["id"]]
@@ -166,18 +176,78 @@ def _fresh(repo):
     return hg.repository(repo.baseui, repo.root)
 
 
-def _exists(repo):
-    unfi = repo.unfiltered()
+def _exists(ui, repo, settings):
+    """Whether a head is in the repository; on a build host, after pulling
+    from the source once (an incoming entry whose head never appears there
+    is dropped)."""
+    pulled = []
 
     def exists(head):
-        return config.node(head) in unfi
+        node = config.node(head)
+        if node not in repo.unfiltered() and stores.is_shared(settings) and not pulled:
+            pulled.append(pull(ui, repo, settings))
+        return node in (pulled[0] if pulled else repo).unfiltered()
 
     return exists
+
+
+def pull(ui, repo, settings):
+    """Pull everything new from ``[luigi] source`` (else ``paths.default``) as
+    ``hg pull`` would; the repository as it is afterwards."""
+    from mercurial import exchange
+    from mercurial.utils import urlutil
+
+    source = config.local(settings.source) if settings.source else None
+    try:
+        path = urlutil.get_unique_pull_path_obj(b'luigi-worker', ui, source)
+    except error.Abort as e:
+        raise error.Abort(_(b'cannot pull heads to build: %s') % e.message,
+                          hint=_(b'set [luigi] source (or paths.default) to the server '
+                                 b'repository'))
+    ui.status(_(b'luigi: pulling from %s\n') % urlutil.hidepassword(path.loc))
+    other = hg.peer(repo, {}, path)
+    try:
+        exchange.pull(repo, other, path=path)
+    finally:
+        other.close()
+    return _fresh(repo)
+
+
+def _with_head(ui, repo, settings, entry):
+    """The repository holding ``entry``'s head, pulled if this clone lacks
+    it (a build host); the pull's own errors fail the entry."""
+    if config.node(entry["head"]) in repo.unfiltered() or not stores.is_shared(settings):
+        return repo
+    return pull(ui, repo, settings)
+
+
+class Reaper:
+    """On a shared store, an idle worker records the runs of dead hosts as
+    interrupted (their leases ran out), at most once per lease: no later run
+    on their host may ever come to do it."""
+
+    def __init__(self, ui, settings):
+        self.ui, self.settings, self.last = ui, settings, 0.0
+
+    def __call__(self):
+        if not stores.is_shared(self.settings) or \
+                time.time() - self.last < self.settings.lease:
+            return
+        self.last = time.time()
+        store = stores.open_store(self.settings)
+        try:
+            stale = store.interrupt_stale(shared=True)
+        finally:
+            store.close()
+        if stale:
+            self.ui.warn(_(b'luigi: %d task builds of runs whose host stopped renewing '
+                           b'their lease are recorded as failed\n') % stale)
 
 
 def serve(ui, repo, settings, once=False, workers=None, limit=None):
     """The worker loop.  Returns (processed, failed)."""
     owner = owner_id()
+    reap = Reaper(ui, settings)
     q = open_queue(settings)
     processed = failed = 0
 
@@ -190,9 +260,10 @@ def serve(ui, repo, settings, once=False, workers=None, limit=None):
     try:
         while limit is None or processed < limit:
             repo = _fresh(repo)
-            q.recover(settings.lease, _exists(repo))
+            q.recover(settings.lease, _exists(ui, repo, settings))
             entry = q.claim(owner, settings.lease, settings.max_attempts)
             if entry is None:
+                reap()
                 if once:
                     break
                 time.sleep(settings.poll_interval)

@@ -102,6 +102,8 @@ def _refusing(run):
         refused = self.__dict__.pop("_hgluigi_refused", None)
         if refused is not None:
             raise NotStarted(refused)
+        if self.__dict__.get("_hgluigi_done") is not None:
+            return None  # another run built it at this changeset while this one waited
         return run(self, *args, **kwargs)
 
     return refusing

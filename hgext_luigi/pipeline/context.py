@@ -50,6 +50,11 @@ class Context:
 
     @property
     def store(self):
+        """The lineage store, read-only: the repository's SQLite file, or, for
+        a shared store, the hg side answering requests (this process never
+        holds the database's password)."""
+        if self.data.get("lineage_by_request"):
+            return _REQUESTED
         # a SQLite connection must not cross a fork: Luigi's workers reopen it
         if self.store_path and (self._store is None or self._store_pid != os.getpid()):
             from ..core import lineage
@@ -94,6 +99,25 @@ class Context:
         return self.trees[changeset]
 
 
+class RequestedLineage:
+    """The few reads of lineage a run makes (``complete()``, the inputs of a
+    build), asked of the hg side: the methods of ``LineageStore`` it needs."""
+
+    def has_success(self, task_id, changeset, run_id=None):
+        return request(op="built", task_id=task_id, changeset=changeset,
+                       run_id=run_id)["built"]
+
+    def success_for(self, task_id, changeset):
+        answer = request(op="upstream", task_id=task_id, changeset=changeset)
+        self._outputs = {answer["build"]: answer["outputs"]} if answer["build"] else {}
+        return {"id": answer["build"]} if answer["build"] else None
+
+    def outputs(self, build_id):
+        """Of the build :meth:`success_for` just found (asked together)."""
+        return self._outputs.get(build_id, [])
+
+
+_REQUESTED = RequestedLineage()
 _current = None
 _events_fd = None
 _reply_fd = None

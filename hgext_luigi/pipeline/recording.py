@@ -60,6 +60,10 @@ class Run:
         except context.RequestError as e:
             task._hgluigi_refused = str(e)
             return
+        if answer.get("done") is not None:  # another run (host) built it meanwhile
+            task._hgluigi_done = answer["done"]
+            task._hgluigi = (key, None, time.time())
+            return
         if answer.get("refused"):  # no credentials
             task._hgluigi_refused = answer["refused"]
         credentials.activate(answer.get("credentials"))
@@ -74,10 +78,16 @@ class Run:
             return self.fail(task, "%s: not recorded" % task.task_id)
         key, build, started = info
         seconds = time.time() - started
-        outputs, missing = output_digests(task)
+        if task.__dict__.pop("_hgluigi_done", None) is not None:
+            context.emit(event="success", key=key, task_id=task.task_id, seconds=seconds)
+            return  # recorded by the run that built it
         extra = recorded_extra(task)
-        if missing:
-            error = "finished without writing its output %s" % missing[0]
+        try:
+            outputs, missing = output_digests(task)
+            error = missing and "finished without writing its output %s" % missing[0]
+        except Exception as e:  # an output it cannot read back (S3: access denied)
+            outputs, error = [], "cannot hash its outputs: %s: %s" % (type(e).__name__, e)
+        if error:
             self.finish_build(build, "failed", error=error, outputs=outputs, extra=extra)
             context.emit(event="failure", key=key, task_id=task.task_id, error=error,
                          seconds=seconds)
@@ -128,8 +138,12 @@ class Run:
                 context.emit(event="failure", key=task_key(task), task_id=task.task_id,
                              error="%s (%s)" % (error, e), seconds=0.0)
                 return
-            info = (key, answer["build"], time.time())
+            info = (key, answer.get("build"), time.time())
         key, build, started = info
+        if build is None:  # built by another run meanwhile: nothing of ours to close
+            context.emit(event="failure", key=key, task_id=task.task_id, error=error,
+                         seconds=time.time() - started)
+            return
         task._hgluigi = None
         seconds = time.time() - started
         self.finish_build(build, "failed", error=error, traceback=tb,

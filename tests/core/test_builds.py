@@ -29,7 +29,7 @@ PLAN = [
 def settings(roles=(), endpoint=None):
     return types.SimpleNamespace(roles=tuple(roles), aws_region="us-east-1",
                                  aws_endpoint_url=endpoint, aws_profile=None,
-                                 credential_duration=900)
+                                 credential_duration=900, lease=60)
 
 
 def run_data(force=False):
@@ -363,3 +363,58 @@ def test_a_request_this_side_cannot_carry_out_is_an_error_not_a_crash(store, tmp
     recorder = builds.Builds(store, settings(), run_data(), files_of, None, broken_tree)
     answer = recorder.handle({"event": "request", "op": "tree", "changeset": REV})
     assert answer == {"error": "failed: OSError: [Errno 28] No space left on device"}
+
+
+# -- leases: two runs (two build hosts) never build one task at one changeset --
+
+def start_event(key="Clean(region=n)", task_id="Clean__n"):
+    return {"op": "start-build", "key": key, "family": "Clean", "task_id": task_id,
+            "params": {"region": "n"}, "changeset": REV}
+
+
+def test_a_task_another_run_is_building_is_waited_for_then_not_built_again(store):
+    import threading
+    import time
+
+    store.begin_run("run2", REV, "bob", "push", "local", PLAN)
+    first = builds.Builds(store, settings(), run_data(), files_of)
+    build = first.handle(start_event())["build"]
+    answers = []
+
+    def second_run():  # another process, another connection
+        other = lineage.open_store(store.path, store.output_root, audit.Chain(b"key"))
+        second = builds.Builds(other, settings(), dict(run_data(), run_id="run2"),
+                               files_of)
+        answers.append(second.handle(start_event()))
+        other.close()
+
+    waiting = threading.Thread(target=second_run)
+    waiting.start()
+    time.sleep(1.2)
+    assert answers == []  # still waiting for the first run
+    first.handle({"op": "finish-build", "build": build, "status": "success"})
+    waiting.join(10)
+    assert answers == [{"done": build}]
+    assert [b["run_id"] for b in store.history("Clean(region=n)")] == ["run1"]
+
+
+def test_the_lease_of_a_dead_run_runs_out_and_the_task_is_built(store):
+    store.take_lease("Clean__n", REV, "dead-run", 0.01)  # never renewed
+    recorder = builds.Builds(store, settings(), run_data(), files_of)
+    assert recorder.handle(start_event())["build"] == 1
+
+
+def test_runs_ask_the_hg_side_what_lineage_holds(store):
+    recorder = builds.Builds(store, settings(), run_data(), files_of)
+    build = recorder.handle(start_event())["build"]
+    recorder.handle({"op": "finish-build", "build": build, "status": "success",
+                     "outputs": [{"path": "/o/n.csv", "size": 1, "sha256": "1" * 64}]})
+    ask = recorder.handle
+    assert ask({"op": "built", "task_id": "Clean__n", "changeset": REV}) == {"built": True}
+    assert ask({"op": "built", "task_id": "Clean__n", "changeset": REV,
+                "run_id": "other"}) == {"built": False}
+    up = ask({"op": "upstream", "task_id": "Clean__n", "changeset": REV})
+    assert up["build"] == build and [o["path"] for o in up["outputs"]] == ["/o/n.csv"]
+    assert ask({"op": "upstream", "task_id": "Nope", "changeset": REV}) == \
+        {"build": None, "outputs": []}
+    assert "error" in ask({"op": "built", "task_id": 3, "changeset": REV})

@@ -233,7 +233,8 @@ def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
             reuse = lineage.Reuse(store, rev, lambda key: affected.node_digest(nodes[key]))
             changes = changes_since(repo, ctx)
             decisions = affected.classify(nodes, wanted, rev, reuse, changes,
-                                      matches, force=force)
+                                      matches, force=force,
+                                      outputs_exist=_outputs_exist(ui, settings))
         finally:
             if own_store:
                 store.close()
@@ -243,6 +244,19 @@ def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
     except lineage.StoreError as e:
         raise error.Abort(_b(str(e)))
     return Planned(ctx, graph, nodes, roots, decisions, selected, changes)
+
+
+def _outputs_exist(ui, settings):
+    """Whether a reusable build's output is still there: on disk, or in S3 as
+    the hg process reads it (boto3 is imported only for an ``s3://`` output).
+    When S3 cannot say, lineage is trusted, and the user told once."""
+    from ..core import objects
+
+    def warn(path, e):
+        ui.warn(_(b'warning: cannot check outputs in S3 (%s: %s); reused builds '
+                  b'are taken on lineage alone\n') % (_b(type(e).__name__), _b(str(e))))
+
+    return objects.outputs_exist(settings.s3_client_kwargs(), warn)
 
 
 def task_id(planned, decision):

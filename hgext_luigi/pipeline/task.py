@@ -14,6 +14,7 @@ import luigi
 from luigi.task import flatten
 
 from . import context
+from ..core import objects
 
 _PENDING = "0" * 40
 
@@ -72,6 +73,13 @@ def output_digests(task):
         path = getattr(target, "path", None)
         if path is None:
             continue
+        if objects.is_url(path):  # read back with the client the target wrote with
+            got = objects.digest(path, s3=_boto3_client_of(target))
+            if got is None:
+                missing.append(path)
+            else:
+                out.append({"path": path, "size": got[0], "sha256": got[1]})
+            continue
         path = os.path.abspath(path)
         if not os.path.exists(path):
             missing.append(path)
@@ -79,6 +87,39 @@ def output_digests(task):
         size, digest = file_digest(path)
         out.append({"path": path, "size": size, "sha256": digest})
     return out, missing
+
+
+def _boto3_client_of(target):
+    """The boto3 client of a ``luigi.contrib.s3.S3Target`` (its client's
+    resource, with the credentials it was made with), else None: a default one."""
+    resource = getattr(getattr(target, "fs", None), "s3", None)
+    return getattr(getattr(resource, "meta", None), "client", None)
+
+
+_S3_CLIENT = {}  # process -> its S3Client over boto3's chain
+
+
+def s3_client():
+    """A ``luigi.contrib.s3.S3Client`` for a stamped target.  During a build
+    the hg side issued credentials for (``[luigi.roles]``), those: given
+    explicitly, so the client keeps them even if Luigi made it earlier than it
+    uses it.  Else boto3's chain, over what ``[luigi] pass-env`` lets through
+    (and Luigi's ``[s3]`` section).  boto3 itself reads the endpoint from
+    ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, and the region.  The
+    latter is made once per process (~10 ms each, and Luigi asks for outputs
+    many times while it schedules); a forked worker makes its own."""
+    from luigi.contrib.s3 import S3Client
+
+    from ..core import credentials
+
+    if credentials.active():
+        return S3Client(**{name.lower(): os.environ.get(name) for name in
+                           ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                            "AWS_SESSION_TOKEN")})
+    pid = os.getpid()
+    if pid not in _S3_CLIENT:
+        _S3_CLIENT[pid] = S3Client()
+    return _S3_CLIENT[pid]
 
 
 def recorded_extra(task):
@@ -205,12 +246,23 @@ class HgTask(luigi.Task):
 
     def stamped_target(self, relpath, **kwargs):
         """A ``luigi.LocalTarget`` under the output root, in a folder named after the
-        full changeset hash.  ``target.open('w')`` writes atomically."""
+        full changeset hash.  ``target.open('w')`` writes atomically.  With an
+        ``s3://`` output root, a ``luigi.contrib.s3.S3Target`` at
+        ``<output-root>/<changeset>/<relpath>`` (written to a local temporary
+        file, uploaded on close), reading and writing with the build's own
+        credentials (see :func:`s3_client`)."""
         ctx = context.current()
         if ctx is None or not ctx.output_root:
             raise RuntimeError("stamped_target() needs a run started by 'hg luigi-run'")
         rel = _safe_relpath(self, relpath, "the output root")
-        path = os.path.join(ctx.output_root, check_changeset(self, self.changeset), rel)
+        changeset = check_changeset(self, self.changeset)
+        if objects.is_url(ctx.output_root):
+            from luigi.contrib.s3 import S3Target
+
+            if "client" not in kwargs:
+                kwargs["client"] = s3_client()
+            return S3Target(objects.join(ctx.output_root, changeset, rel), **kwargs)
+        path = os.path.join(ctx.output_root, changeset, rel)
         return luigi.LocalTarget(path, **kwargs)
 
     def source_path(self, relpath):
@@ -264,9 +316,10 @@ class HgTask(luigi.Task):
         build of this task at its changeset.  A task without outputs (a deployment)
         is complete by its lineage record alone."""
         outputs = flatten(self.output())
-        if not all(o.exists() for o in outputs):
-            return False
         ctx = context.current()
         if ctx is None or ctx.store is None:
-            return bool(outputs)
-        return ctx.is_built(self.task_id, self.changeset, self.hg_key)
+            return bool(outputs) and all(o.exists() for o in outputs)
+        # lineage first: a task this run must build is not complete, and no
+        # output is looked for (with outputs in S3, a request each)
+        return (ctx.is_built(self.task_id, self.changeset, self.hg_key)
+                and all(o.exists() for o in outputs))

@@ -21,8 +21,8 @@ FORBIDDEN = ("hgext_luigi.hg", "hgext_luigi.pipeline")
 # the modules the restructuring put in core/: each must still be there (or
 # deliberately removed from this list)
 EXPECTED = {"acl", "affected", "audit", "builds", "credentials", "graph", "identity",
-            "lineage", "olevents", "protocol", "pushqueue", "sandbox", "sfnclient",
-            "sqlitedb", "verify", "why"}
+            "lineage", "objects", "olevents", "protocol", "pushqueue", "sandbox",
+            "sfnclient", "sqlitedb", "verify", "why"}
 
 
 def core_modules():

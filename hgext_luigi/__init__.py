@@ -27,11 +27,19 @@ Configuration (all in the ``[luigi]`` section):
 ``output-root``
   Where stamped outputs go, relative to the repository root unless absolute.
   Default: ``.hg/luigi/outputs`` (also works without a working directory).
+  ``s3://bucket/prefix`` puts them in S3: ``stamped_target`` is then a
+  ``luigi.contrib.s3.S3Target`` at ``<prefix>/<changeset>/<path>``, written to
+  a temporary file and uploaded on close. A task with a ``[luigi.roles]`` role
+  writes with that role's credentials, others with boto3's chain (what
+  ``pass-env`` passes, ``AWS_ENDPOINT_URL``). hg itself reads the objects
+  (reuse checks, ``luigi-audit --verify``) with its own boto3 chain and
+  ``aws-region``/``aws-profile``.
 
 ``plain-output-root``
   Where relative ``LocalTarget`` paths of plain (adopted) Luigi tasks resolve:
-  the same folder for every revision, so a second run reuses them. Default:
-  ``<output-root>/plain``.
+  the same folder for every revision, so a second run reuses them. A local
+  directory. Default: ``<output-root>/plain``; ``.hg/luigi/outputs/plain``
+  when ``output-root`` is in S3.
 
 ``scheduler``
   URL of a central ``luigid`` (``http://host:8082``). Default: Luigi's local
@@ -85,7 +93,8 @@ Configuration (all in the ``[luigi]`` section):
 
 ``lease``
   Seconds a worker holds a queue entry without renewing it; an entry whose worker
-  died is taken again after that. Default: 60.
+  died is taken again after that. Runs hold their task builds in the store the
+  same way (a run of another host waits for a task it is building). Default: 60.
 
 ``max-attempts``
   Times an entry is taken again after its worker died before it is marked
@@ -122,6 +131,20 @@ Configuration (all in the ``[luigi]`` section):
   :hg:`luigi-callback` and the ``AssumeRole`` of ``[luigi.roles]``. Credentials
   are never read from hg configuration: they
   come from boto3's standard chain. Default: none.
+
+``store``
+  Where lineage, the push queue and the audit log live: empty for the
+  repository's SQLite file ``.hg/luigi/lineage.db``, or a PostgreSQL URL
+  (``postgresql://user@host:5432/database``) that several build hosts share.
+  The URL may not hold a password: libpq reads it from ``PGPASSWORD`` or
+  ``PGPASSFILE`` in hg's environment, which ``pass-env`` may not hand to
+  pipelines. Create its tables with :hg:`luigi-store` ``--upgrade``. Default:
+  empty.
+
+``source``
+  Where :hg:`luigi-worker` on a build host (a clone of the server repository on
+  a shared ``store``) pulls the heads it lacks: a path name, path or URL.
+  Default: ``paths.default``.
 
 ``openlineage-namespace``
   Namespace of the OpenLineage jobs of task builds (sent when the
@@ -181,7 +204,7 @@ the lock: the entries become pending, or are built with ``on-push = run``).
 ``[luigi all]`` in any pushed changeset of a head rebuilds everything at it.
 
 State lives in ``.hg/luigi/``: ``lineage.db`` (SQLite: lineage, push queue and
-audit log), ``trees/``, ``index/`` (cached task graphs),
+audit log, unless ``[luigi] store`` names a shared database), ``trees/``, ``index/`` (cached task graphs),
 ``logs/`` (Luigi's log per run), ``outputs/`` (default output root), ``lib/``
 (the import path of pipeline subprocesses), ``run.lock``.
 """

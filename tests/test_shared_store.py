@@ -138,3 +138,33 @@ def test_two_build_hosts_share_one_queue_and_one_lineage(hg, shared, tmp_path):
             rows = repo.json("luigi-lineage", head)
             assert {r["status"] for r in rows} == {"success"} and len(rows) == 5
     assert "no problem" in hosts[0]("luigi-audit", "--verify").stdout
+
+
+def test_bad_store_settings_and_misuse_are_clear_errors(hg, tmp_path):
+    repo = make_demo_repo(hg, str(tmp_path / "repo"))
+    out = repo("luigi-store", "--upgrade", check=False)
+    assert out.returncode != 0 and "need a shared store" in out.stderr
+    assert "[luigi] store = postgresql://" in out.stderr
+    [info] = repo.json("luigi-store")  # the default: the repository's SQLite file
+    assert info["kind"] == "sqlite" and info["store"].endswith("lineage.db")
+    repo.config("[luigi]\nstore = mysql://db/lineage\n")
+    out = repo("luigi-store", check=False)
+    assert out.returncode != 0
+    assert "config error: luigi.store" in out.stderr and "postgresql://" in out.stderr
+
+
+def test_a_build_host_that_cannot_pull_fails_the_entry_and_says_why(hg, shared, tmp_path):
+    server = make_server_repo(hg, str(tmp_path / "server"),
+                              hg.store_config + "on-push = queue\n")
+    server("luigi-store", "--upgrade")
+    hg("clone", "-q", "-U", server.path, str(tmp_path / "host"))
+    host = on_store(hg, Repo(hg, str(tmp_path / "host")),
+                    "source = %s\n" % (tmp_path / "nowhere"))
+    seeded_clone(hg, server, str(tmp_path / "dev"))("push", server.path)
+    out = host("luigi-worker", "--once", check=False)
+    assert out.returncode == 1
+    assert "1 queue entries processed, 1 failed" in out.stdout
+    [entry] = server.json("luigi-queue")
+    assert entry["state"] == "failed" and "nowhere" in entry["error"]
+    server("luigi-queue", "--retry", str(entry["id"]))  # nothing lost: it can be retried
+    assert server.json("luigi-queue")[0]["state"] == "pending"

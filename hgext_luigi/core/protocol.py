@@ -31,11 +31,15 @@ standard output; pipeline code's own prints go to the run's log.  Events:
 
   - ``start-build``: record a build in lineage and the audit log, issue its
     credentials (``key``, ``task_id``, ``family``, ``params``, ``changeset``,
-    ``facts``) -> ``build`` id, ``credentials`` or ``refused``;
+    ``facts``) -> ``build`` id, ``credentials`` or ``refused``; or ``done``,
+    the build of another run (host) that held the task's lease meanwhile;
   - ``finish-build``: close it (``build``, ``status``, ``outputs``,
     ``inputs``, ``extra``, ``error``, ``traceback``) -> ``ok``;
   - ``tree``: the directory of a planned changeset's files (``changeset``)
-    -> ``path``.
+    -> ``path``;
+  - ``built`` and ``upstream``: what a shared store holds, for a runner that
+    has no connection to it (``task_id``, ``changeset``, ``run_id``) ->
+    ``built``; -> ``build`` id and its ``outputs``.
 
 The channel is shared with pipeline code, which may write anything to it: the
 hg side parses each line with :func:`parse_event` and trusts nothing else.

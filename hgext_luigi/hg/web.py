@@ -250,6 +250,8 @@ _RAW_LINK = re.compile(
 def has_run(repo, node):
     """Whether a run is recorded at ``node`` (hex): a read-only look at the store
     that creates nothing and takes no lock; False when it cannot be read."""
+    if repo.ui.config(b'luigi', b'store'):
+        return _shared_has_run(repo, node)
     path = config.store_path(repo)
     if not os.path.exists(path):
         return False
@@ -267,6 +269,19 @@ def has_run(repo, node):
     except sqlite3.Error:
         return False
     return row is not None
+
+
+def _shared_has_run(repo, node):
+    from . import stores
+
+    try:
+        store = stores.open_store(config.Settings.read(repo.ui, repo), write=False)
+    except error.Abort:
+        return False
+    try:
+        return store.latest_run(pycompat.sysstr(node)) is not None
+    finally:
+        store.close()
 
 
 def _link_changeset(web):

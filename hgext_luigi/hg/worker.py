@@ -204,12 +204,21 @@ def pull(ui, repo, settings):
         raise error.Abort(_(b'cannot pull heads to build: %s') % e.message,
                           hint=_(b'set [luigi] source (or paths.default) to the server '
                                  b'repository'))
-    ui.status(_(b'luigi: pulling from %s\n') % urlutil.hidepassword(path.loc))
-    other = hg.peer(repo, {}, path)
+    where = urlutil.hidepassword(path.loc)
+    ui.status(_(b'luigi: pulling from %s\n') % where)
     try:
-        exchange.pull(repo, other, path=path)
-    finally:
-        other.close()
+        other = hg.peer(repo, {}, path)
+        try:
+            exchange.pull(repo, other, path=path)
+        finally:
+            other.close()
+    except (error.RepoError, OSError) as e:  # Abort passes as it is
+        from mercurial.utils import stringutil
+
+        raise error.Abort(_(b'cannot pull from %s: %s')
+                          % (where, stringutil.forcebytestr(e)),
+                          hint=_(b'check [luigi] source (or paths.default) and that this '
+                                 b'host reaches it'))
     return _fresh(repo)
 
 

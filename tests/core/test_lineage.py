@@ -335,3 +335,36 @@ def test_reasons_and_params_round_trip_as_json(store):
     assert row["reasons"] == ["x modified since bbbbbbbbbbbb", "upstream U() affected"]
     raw = store._db.execute("SELECT params FROM builds WHERE id = ?", (b,)).fetchone()[0]
     assert json.loads(raw) == row["params"]
+
+
+# -- leases: runs of several build hosts on one store ------------------------------
+
+def test_a_lease_is_held_until_it_runs_out_or_its_owner_gives_it_up(store):
+    assert store.take_lease("T__1", A, "run1", 60)
+    assert store.take_lease("T__1", A, "run1", 60)  # renewing it
+    assert not store.take_lease("T__1", A, "run2", 60)
+    assert store.lease_holder("T__1", A)[0] == "run1"
+    assert store.take_lease("T__1", B, "run2", 60)  # another changeset
+    store.drop_leases("run1", "T__1", A)
+    assert store.take_lease("T__1", A, "run2", 60)
+    assert store.take_lease("T__2", A, "run3", -1)  # already run out
+    assert store.take_lease("T__2", A, "run4", 60)
+    assert store.renew_leases("run2", 60) == 2
+
+
+def test_on_a_shared_store_only_runs_whose_lease_ran_out_are_interrupted(store):
+    store.begin_run("live", A, "alice", "push", "local", PLAN)
+    store.begin_run("dead", B, "bob", "push", "local", PLAN)
+    store.take_lease("run", "live", "live", 60)
+    store.take_lease("run", "dead", "dead", -1)
+    store.start_build("live", "T__1", "T()", "T", {}, A, None, [], "alice", "push")
+    dead = store.start_build("dead", "T__1", "T()", "T", {}, B, None, [], "bob", "push")
+    assert store.interrupt_stale(shared=True) == 1
+    assert store.latest_run(A)["status"] == "running"
+    assert store.latest_run(B)["status"] == "interrupted"
+    assert store.build(dead)["status"] == "failed"
+    assert store.lease_holder("run", "dead") is None
+    assert audit.verify_chain(store._db)[0] == []
+    # on a repository's own store, under its run lock, every running run is dead
+    assert store.interrupt_stale() == 1
+    assert store.latest_run(A)["status"] == "interrupted"

@@ -167,6 +167,8 @@ class Builds:
         runs (two build hosts) never build it at once.  While another run
         holds it, wait (that run renews its lease while it lives; a dead one's
         runs out); the id of the build that run made, if it succeeded."""
+        if not self.store.shared:
+            return None
         run_id, holder = self.data["run_id"], None
         while not self.store.take_lease(task_id, changeset, run_id, self.settings.lease):
             holder = holder or (self.store.lease_holder(task_id, changeset) or [None])[0]
@@ -260,7 +262,8 @@ class Builds:
                                 outputs=_outputs(ev.get("outputs", [])),
                                 inputs=_inputs(ev.get("inputs", [])), extra=extra)
         del self.open[build]
-        row = self.store.build(build)
-        self.store.drop_leases(self.data["run_id"], row["task_id"], row["changeset"])
+        if self.store.shared:
+            row = self.store.build(build)
+            self.store.drop_leases(self.data["run_id"], row["task_id"], row["changeset"])
         self._event("complete" if status == "success" else "fail", build)
         return {"ok": True}

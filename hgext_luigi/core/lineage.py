@@ -149,6 +149,9 @@ class LineageStore:
                             else os.path.normpath(os.path.abspath(output_root)))
         try:
             self._db = database.open_database(path, SCHEMA)
+            # several hosts' runs at once: leases say which is alive (a SQLite
+            # file is one repository's, whose run lock lets one run at a time)
+            self.shared = self._db.dialect != "sqlite"
         except database.ERRORS as e:
             raise StoreError("cannot open lineage store %s: %s" % (path, e))
         try:

@@ -8,6 +8,7 @@ task and the summary.  Nothing here holds the repository lock: builds only read
 history.
 """
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -213,8 +214,9 @@ def _begin(ui, settings, store, planned, request, scheduler, decisions):
     while it lives (:func:`_lease_keeper`): on a shared store, that is how
     another host tells a dead run from a live one."""
     run_id = uuid.uuid4().hex
-    stale = store.interrupt_stale(shared=stores.is_shared(settings))
-    store.take_lease("run", run_id, run_id, settings.lease)
+    stale = store.interrupt_stale(shared=store.shared)
+    if store.shared:
+        store.take_lease("run", run_id, run_id, settings.lease)
     if stale:
         ui.warn(_(b'luigi: %d task builds of an earlier run that was killed are recorded '
                   b'as failed\n') % stale)
@@ -241,7 +243,8 @@ def _execute(ui, repo, settings, ws, store, planned, request, scheduler, fm):
     recorder = builds.Builds(store, settings, data, planning.task_files(repo, planned),
                              _lineage_events(settings), ws.tree_of)
     try:
-        with _lease_keeper(settings, result.run_id):
+        with _lease_keeper(settings, result.run_id) if store.shared else \
+                contextlib.nullcontext():
             final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo),
                                     recorder)
     except BaseException as e:  # the run is over: never left "running" in lineage
@@ -249,7 +252,8 @@ def _execute(ui, repo, settings, ws, store, planned, request, scheduler, fm):
         store.end_run(result.run_id, "failed", lines.outcomes, "run failed: %s" % why)
         raise
     finally:
-        store.drop_leases(result.run_id)
+        if store.shared:
+            store.drop_leases(result.run_id)
     lines.finish(final)
     return _end(ui, fm, store, result, lines, final, rc, time.time() - started, logpath)
 

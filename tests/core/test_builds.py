@@ -373,9 +373,11 @@ def start_event(key="Clean(region=n)", task_id="Clean__n"):
 
 
 def test_a_task_another_run_is_building_is_waited_for_then_not_built_again(store):
+    """(On a SQLite file taken for a shared store: the same statements.)"""
     import threading
     import time
 
+    store.shared = True
     store.begin_run("run2", REV, "bob", "push", "local", PLAN)
     first = builds.Builds(store, settings(), run_data(), files_of)
     build = first.handle(start_event())["build"]
@@ -383,6 +385,7 @@ def test_a_task_another_run_is_building_is_waited_for_then_not_built_again(store
 
     def second_run():  # another process, another connection
         other = lineage.open_store(store.path, store.output_root, audit.Chain(b"key"))
+        other.shared = True
         second = builds.Builds(other, settings(), dict(run_data(), run_id="run2"),
                                files_of)
         answers.append(second.handle(start_event()))
@@ -399,6 +402,7 @@ def test_a_task_another_run_is_building_is_waited_for_then_not_built_again(store
 
 
 def test_the_lease_of_a_dead_run_runs_out_and_the_task_is_built(store):
+    store.shared = True
     store.take_lease("Clean__n", REV, "dead-run", 0.01)  # never renewed
     recorder = builds.Builds(store, settings(), run_data(), files_of)
     assert recorder.handle(start_event())["build"] == 1

@@ -136,10 +136,12 @@ Configuration (all in the ``[luigi]`` section):
   Where lineage, the push queue and the audit log live: empty for the
   repository's SQLite file ``.hg/luigi/lineage.db``, or a PostgreSQL URL
   (``postgresql://user@host:5432/database``) that several build hosts share.
-  The URL may not hold a password: libpq reads it from ``PGPASSWORD`` or
-  ``PGPASSFILE`` in hg's environment, which ``pass-env`` may not hand to
-  pipelines. Create its tables with :hg:`luigi-store` ``--upgrade``. Default:
-  empty.
+  The URL may not hold a password: libpq reads it from ``PGPASSWORD`` in hg's
+  environment, which ``pass-env`` may not hand to pipelines (or from
+  ``PGPASSFILE``; hg warns when that file is one pipeline code, running as the
+  same account, could read). Create its tables with :hg:`luigi-store`
+  ``--upgrade``. Leases and queue ages follow the database server's clock.
+  Default: empty.
 
 ``source``
   Where :hg:`luigi-worker` on a build host (a clone of the server repository on

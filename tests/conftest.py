@@ -206,9 +206,13 @@ def luigid(tmp_path):
     port = free_port()
     logdir = tmp_path / "luigid"
     logdir.mkdir()
+    # a worker that stops pinging (its host killed) gives its tasks back after
+    # 10 s rather than Luigi's default minute
+    (logdir / "luigi.cfg").write_text("[scheduler]\nworker_disconnect_delay = 10\n")
     proc = subprocess.Popen(
         [tool("luigid"), "--address", "127.0.0.1", "--port", str(port),
          "--logdir", str(logdir), "--state-path", str(logdir / "state.pickle")],
+        env=dict(os.environ, LUIGI_CONFIG_PATH=str(logdir / "luigi.cfg")),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = "http://127.0.0.1:%d" % port
     deadline = time.time() + 30

@@ -182,8 +182,9 @@ def _drain(server, worker, timeout=900):
 def _check(hg, server, hosts, killed_entry, pg_url, password):
     entries = server.json("luigi-queue")
     assert len(entries) >= PUSHES  # one per pushed head (a push may carry several)
-    assert {e["state"] for e in entries} == {"done"}, [e for e in entries
-                                                       if e["state"] != "done"]
+    assert {e["state"] for e in entries} == {"done"}, [
+        (e["id"], e["state"], e["attempts"], e["error"], e["summary"]) for e in entries
+        if e["state"] != "done"]
     killed = next(e for e in entries if e["id"] == killed_entry)
     assert killed["attempts"] >= 2  # taken again after its host died
     with psycopg.connect(pg_url, password=password, autocommit=True) as db:

@@ -106,6 +106,9 @@ class Chain:
                                               run_id))
 
     def _append(self, db, kind, data, actor, changeset, task, run_id):
+        # hashed as stored: PostgreSQL keeps no NUL in text
+        kind, actor, changeset, task, run_id = (
+            db.clean(v) for v in (kind, actor, changeset, task, run_id))
         last = db.execute("SELECT id, hash, mac FROM audit ORDER BY id DESC LIMIT 1"
                           ).fetchone()
         if last is None and kind != START:

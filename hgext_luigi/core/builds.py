@@ -14,7 +14,6 @@ the role of a task it does not build).
 """
 
 import re
-import time
 
 from . import credentials, protocol
 
@@ -81,6 +80,8 @@ class Builds:
         self.plan = {r["key"]: r for r in data["plan"]}
         self.force = bool(data.get("force"))
         self._issuer = None
+        self.waited = {}  # key -> the run that held its lease when first asked
+        self.taken_over = set()  # (task id, changeset) another run built for this one
 
     def handle(self, ev):
         """The answer to one request event (a dict; ``error`` when refused)."""
@@ -118,6 +119,8 @@ class Builds:
         task_id, changeset = _str(ev, "task_id"), _str(ev, "changeset")
         if ev["op"] == "built":
             run_id = _str(ev, "run_id", True)
+            if run_id == self.data["run_id"] and (task_id, changeset) in self.taken_over:
+                return {"built": True}  # by the run it waited for: this run's too
             return {"built": self.store.has_success(task_id, changeset, run_id=run_id)}
         built = self.store.success_for(task_id, changeset)
         if built is None:
@@ -141,9 +144,9 @@ class Builds:
             raise Refused("%s is a task of family %s, not %s" % (key, row["family"], family))
         again = next((b for b, k in self.open.items() if k == key), None)
         if again is None:  # waited for before credentials are issued: they would expire
-            done = self._lease(task_id, changeset)
-            if done is not None:  # built meanwhile by the run we waited for
-                return {"done": done}
+            held = self._lease(key, family, changeset)
+            if held is not None:  # wait, or built meanwhile by the run it waited for
+                return held
         builds = bool(row) and (bool(row.get("affected")) or self.force)
         issued, secret, refused = self._credentials(family, changeset, key) if builds \
             else (None, None, None)
@@ -162,22 +165,27 @@ class Builds:
             return {"build": build, "refused": refused}
         return {"build": build, "credentials": secret}
 
-    def _lease(self, task_id, changeset):
-        """Hold the task at its changeset for this run while it builds it: two
-        runs (two build hosts) never build it at once.  While another run
-        holds it, wait (that run renews its lease while it lives; a dead one's
-        runs out); the id of the build that run made, if it succeeded."""
+    def _lease(self, key, family, changeset):
+        """Hold the planned task at its changeset while this run builds it, so
+        two runs (two build hosts) never build it at once: None when held now;
+        ``{"wait": seconds}`` while another run holds it (the runner asks
+        again: this side keeps answering its other requests meanwhile); or
+        ``{"done": build}``, that run's successful build of the same task."""
         if not self.store.shared:
             return None
-        run_id, holder = self.data["run_id"], None
-        while not self.store.take_lease(task_id, changeset, run_id, self.settings.lease):
-            holder = holder or (self.store.lease_holder(task_id, changeset) or [None])[0]
-            time.sleep(_LEASE_POLL)
-        built = self.store.success_for(task_id, changeset) if holder else None
-        if built is not None and built["run_id"] == holder:
-            self.store.drop_leases(run_id, task_id, changeset)
-            return built["id"]
-        return None
+        run_id = self.data["run_id"]
+        if not self.store.take_lease(key, changeset, run_id, self.settings.lease):
+            holder = self.store.lease_holder(key, changeset)
+            self.waited.setdefault(key, holder[0] if holder else None)
+            return {"wait": _LEASE_POLL}
+        holder = self.waited.pop(key, None)
+        built = self.store.success_for_key(key, changeset) if holder else None
+        if built is None or built["run_id"] != holder or built["family"] != family \
+                or not self.store.planned_build(holder, key, changeset):
+            return None
+        self.store.drop_leases(run_id, key, changeset)
+        self.taken_over.add((built["task_id"], changeset))
+        return {"done": built["id"]}
 
     def _facts(self, sent, key, changeset):
         """What the build depends on: the files from the repository (the hg
@@ -257,13 +265,16 @@ class Builds:
         extra = ev.get("extra")
         if extra is not None and not isinstance(extra, dict):
             raise Refused("extra is not a mapping")
-        self.store.finish_build(build, status, error=_str(ev, "error", True),
-                                traceback=_str(ev, "traceback", True),
-                                outputs=_outputs(ev.get("outputs", [])),
-                                inputs=_inputs(ev.get("inputs", [])), extra=extra)
+        closed = self.store.finish_build(build, status, error=_str(ev, "error", True),
+                                         traceback=_str(ev, "traceback", True),
+                                         outputs=_outputs(ev.get("outputs", [])),
+                                         inputs=_inputs(ev.get("inputs", [])), extra=extra)
         del self.open[build]
+        if not closed:
+            raise Refused("build %d is no longer running: its run lost its lease (another "
+                          "host may have taken the task)" % build)
         if self.store.shared:
             row = self.store.build(build)
-            self.store.drop_leases(self.data["run_id"], row["task_id"], row["changeset"])
+            self.store.drop_leases(self.data["run_id"], row["key"], row["changeset"])
         self._event("complete" if status == "success" else "fail", build)
         return {"ok": True}

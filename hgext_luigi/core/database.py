@@ -32,6 +32,15 @@ def is_url(location):
     return location.split(":", 1)[0] in ("postgresql", "postgres") and "://" in location
 
 
+def shown(location):
+    """``location`` as messages show it: a URL without its password."""
+    if is_url(location):
+        from . import pgdb
+
+        return pgdb.redact(location)
+    return location
+
+
 def open_database(location, schema, synchronous="NORMAL"):
     """The database at ``location``: a SQLite file (``schema`` applied), or a
     PostgreSQL URL, whose tables must be at :data:`STORE_VERSION`."""
@@ -90,14 +99,16 @@ TABLES = ("runs", "run_tasks", "builds", "outputs", "inputs", "facts", "checks",
 _SERIALS = ("builds", "entries")  # their ids go on from the last one imported
 
 
-def import_sqlite(path, location):
+def import_sqlite(path, location, key=None):
     """Copy every row of the SQLite store at ``path`` (opened read-only, at the
     current schema) into the empty PostgreSQL store at ``location``, in one
-    transaction: ids, order and audit records as they were, so the chain
-    verifies as before.  Returns ``{table: rows copied}``."""
+    transaction: ids, order and audit records as they were.  The chain is
+    verified there (with ``key``) before the transaction commits: an import
+    that does not verify leaves nothing behind.  Returns ``({table: rows
+    copied}, records, head)``."""
     import sqlite3
 
-    from . import pgdb
+    from . import audit, pgdb
 
     src = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(path), uri=True)
     src.row_factory = sqlite3.Row
@@ -112,7 +123,13 @@ def import_sqlite(path, location):
             for table in _SERIALS:
                 db.execute("SELECT setval(pg_get_serial_sequence(?, 'id'), COALESCE("
                            "(SELECT MAX(id) FROM %s), 0) + 1, false)" % table, (table,))
-        return counts
+            problems, records = audit.verify_chain(db, key)
+            if problems:
+                raise Error("the audit chain of %s does not verify (record %s: %s); "
+                            "nothing was imported" % (path, problems[0]["id"],
+                                                      problems[0]["problem"]))
+            head = audit.head(db)
+        return counts, records, head
     except sqlite3.Error as e:
         raise Error("cannot read %s: %s" % (path, e))
     finally:

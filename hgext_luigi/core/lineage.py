@@ -153,14 +153,15 @@ class LineageStore:
             # file is one repository's, whose run lock lets one run at a time)
             self.shared = self._db.dialect != "sqlite"
         except database.ERRORS as e:
-            raise StoreError("cannot open lineage store %s: %s" % (path, e))
+            raise StoreError("cannot open lineage store %s: %s" % (database.shown(path), e))
         try:
             self._migrate()
             if audit is not None:
                 auditmod.start(self._db, audit)
         except database.ERRORS + (ValueError,) as e:
             self._db.close()
-            raise StoreError("cannot migrate lineage store %s: %s" % (path, e))
+            raise StoreError("cannot migrate lineage store %s: %s"
+                             % (database.shown(path), e))
 
     def _migrate(self):
         """Bring a schema 1 store (absolute output paths) to schema 2, in place, in
@@ -250,7 +251,7 @@ class LineageStore:
         run lock, when no other run can be in progress; on a ``shared`` store,
         only runs whose lease (:meth:`take_lease`) ran out count as dead.
         Returns the number of builds marked."""
-        now = time.time()
+        now = self._db.now()
         dead = " AND NOT EXISTS (SELECT 1 FROM leases WHERE owner = %s AND until >= ?)"
         with self._tx() as db:
             where, args = "status = 'running'", []
@@ -280,8 +281,9 @@ class LineageStore:
     def take_lease(self, task_id, changeset, owner, seconds):
         """Hold ``(task_id, changeset)`` for ``owner`` (a run id) ``seconds``
         long, in one statement: True, or False while another owner's lease
-        lasts.  A run also holds ``("run", its id)`` while it is alive."""
-        now = time.time()
+        lasts.  Runs hold the tasks they build by key, and ``("run", their
+        id)`` while they are alive."""
+        now = self._db.now()
         row = self._db.execute(
             "INSERT INTO leases(task_id, changeset, owner, until) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(task_id, changeset) DO UPDATE SET owner = excluded.owner,"
@@ -294,13 +296,19 @@ class LineageStore:
         """``(owner, until)`` of a live lease, or None."""
         row = self._db.execute("SELECT owner, until FROM leases WHERE task_id = ? AND"
                                " changeset = ? AND until >= ?",
-                               (task_id, changeset, time.time())).fetchone()
+                               (task_id, changeset, self._db.now())).fetchone()
         return (row["owner"], row["until"]) if row else None
+
+    def planned_build(self, run_id, key, changeset):
+        """Whether run ``run_id`` planned to build task ``key`` at ``changeset``."""
+        return self._db.execute("SELECT 1 FROM run_tasks WHERE run_id = ? AND key = ? AND"
+                                " changeset = ? AND affected = 1",
+                                (run_id, key, changeset)).fetchone() is not None
 
     def renew_leases(self, owner, seconds):
         """Extend every lease of ``owner``: the run is alive.  Returns how many."""
         return self._db.execute("UPDATE leases SET until = ? WHERE owner = ?",
-                                (time.time() + seconds, owner)).rowcount
+                                (self._db.now() + seconds, owner)).rowcount
 
     def drop_leases(self, owner, task_id=None, changeset=None):
         """Give up ``owner``'s leases (one task's, with ``task_id``)."""
@@ -440,10 +448,15 @@ class LineageStore:
 
     def finish_build(self, build_id, status, error=None, traceback=None,
                      outputs=(), inputs=(), extra=None):
-        """Close a build.  ``outputs``: dicts path/size/sha256; ``inputs``: dicts
-        task_id/key/changeset/outputs (list of paths)."""
+        """Close a running build.  ``outputs``: dicts path/size/sha256; ``inputs``:
+        dicts task_id/key/changeset/outputs (list of paths).  False, changing
+        nothing, when it is no longer running: recorded as interrupted because
+        its run's lease ran out (another host may be building it now)."""
         with self._tx() as db:
-            row = db.execute("SELECT extra FROM builds WHERE id = ?", (build_id,)).fetchone()
+            row = db.execute("SELECT extra, status FROM builds WHERE id = ?",
+                             (build_id,)).fetchone()
+            if row is None or row["status"] != "running":
+                return False
             issued = (_loads(row["extra"], None) or {}).get("credentials") if row else None
             if extra and "credentials" in extra:  # the hg side's record alone
                 extra = {k: v for k, v in extra.items() if k != "credentials"} or None
@@ -469,6 +482,7 @@ class LineageStore:
                  for i in inputs],
             )
             self._record_build(db, build_id)
+            return True
 
     def _record_build(self, db, build_id):
         """The audit record of a build as it now stands in lineage."""

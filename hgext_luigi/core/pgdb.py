@@ -36,20 +36,30 @@ def check_url(url):
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in SCHEMES:
         raise Error("not a PostgreSQL URL: %s" % redact(url))
-    query = urllib.parse.parse_qs(parts.query)
-    if parts.password is not None or "password" in query:
+    if parts.password is not None or any(
+            _secret(k) for k, _v in urllib.parse.parse_qsl(parts.query, True)):
         raise Error("the store URL must not hold a password: %s (set PGPASSWORD or "
                     "PGPASSFILE in the environment of hg instead)" % redact(url))
     return url
 
 
+def _secret(name):
+    """A connection parameter that holds a secret (password, sslpassword...)."""
+    return "password" in name.lower()
+
+
 def redact(url):
-    """``url`` with any password replaced by ``***`` (for messages)."""
+    """``url`` with every password replaced by ``***`` (for messages): the
+    user part's, and the value of any parameter named like one (decoded, so
+    ``pass%77ord`` too)."""
     parts = urllib.parse.urlsplit(url)
     netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(":" + parts.password + "@", ":***@", 1)
-    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+    if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
+        user = netloc.rsplit("@", 1)[0].split(":", 1)[0]
+        netloc = "%s:***@%s" % (user, netloc.rsplit("@", 1)[1])
+    query = urllib.parse.urlencode(
+        [(k, "***" if _secret(k) else v)
+         for k, v in urllib.parse.parse_qsl(parts.query, True)], safe="*:/")
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
@@ -133,6 +143,16 @@ def _clean(args):
             for a in args]
 
 
+# a session that stalls inside a transaction (its host paused, partitioned, or
+# its hg stopped by a signal) is ended by the server after 20 s (no transaction
+# of the stores waits on anything but the database), so it cannot hold the
+# audit chain's lock, and with it every writer, for longer;
+# keepalives find a dead peer; connecting gives up after 30 s
+_SESSION = {"connect_timeout": 30, "keepalives": 1, "keepalives_idle": 30,
+            "keepalives_interval": 10, "keepalives_count": 3,
+            "options": "-c idle_in_transaction_session_timeout=20000"}
+
+
 class Postgres:
     """A connection with the methods of :class:`core.sqlitedb.SQLite`."""
 
@@ -146,7 +166,7 @@ class Postgres:
         self._pending = None
         try:
             self.conn = psycopg.connect(url, autocommit=True, row_factory=_row_factory,
-                                        connect_timeout=30, application_name="hgext_luigi")
+                                        application_name="hgext_luigi", **_SESSION)
         except psycopg.Error as e:
             raise Error("cannot connect to %s: %s" % (redact(url), _message(e)))
 
@@ -183,6 +203,19 @@ class Postgres:
             raise Error(_message(e)) from e
         finally:
             self._pending = None
+
+    @staticmethod
+    def clean(value):
+        """A value as PostgreSQL stores it (text without NUL): what the audit
+        chain hashes, so a record verifies as it was stored."""
+        return _clean([value])[0]
+
+    def now(self):
+        """The database server's clock: leases and queue ages of every host are
+        measured by it, so a host whose clock is off neither takes a live
+        host's lease nor lets a dead one's linger."""
+        return float(self.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())"
+                                  ).fetchone()[0])
 
     def before_commit(self, fn):
         if self._pending is None:

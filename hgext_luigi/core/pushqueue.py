@@ -26,7 +26,6 @@ dropped later when its head never appeared.  Every state change is one short
 
 import json
 import os
-import time
 
 from . import audit as auditmod
 from . import database
@@ -107,7 +106,7 @@ class Queue:
             _add_missing_columns(self._db)
             _import_legacy(self._db, path)
         except database.ERRORS + (OSError,) as e:
-            raise QueueError("cannot open queue %s: %s" % (path, e))
+            raise QueueError("cannot open queue %s: %s" % (database.shown(path), e))
 
     def _record(self, db, kind, data, entry=None, **columns):
         if self.audit is None:
@@ -138,7 +137,7 @@ class Queue:
         identity (``{"user", "groups"}``: the pusher as access control knows
         them, for the worker's check) and
         optionally state ('skipped') and summary.  Returns their ids."""
-        now = time.time()
+        now = self._db.now()
         ids = []
         with self._tx() as db:
             for e in entries:
@@ -157,7 +156,7 @@ class Queue:
         """The push's transaction closed: its entries become pending."""
         with self._tx() as db:
             db.execute("UPDATE entries SET state = 'pending', updated = ? "
-                       "WHERE txnid = ? AND state = 'incoming'", (time.time(), txnid))
+                       "WHERE txnid = ? AND state = 'incoming'", (self._db.now(), txnid))
             rows = [dict(r) for r in db.execute(
                 "SELECT * FROM entries WHERE txnid = ? ORDER BY id", (txnid,))]
             if rows:
@@ -179,7 +178,7 @@ class Queue:
         """``incoming`` entries older than ``older_than`` seconds: pending when
         ``exists(head)`` (the push closed but its confirmation was lost), deleted
         otherwise (its transaction never closed)."""
-        limit = time.time() - older_than
+        limit = self._db.now() - older_than
         rows = self._db.execute("SELECT id, head FROM entries WHERE state = 'incoming' "
                                 "AND created < ?", (limit,)).fetchall()
         if not rows:
@@ -191,7 +190,7 @@ class Queue:
                     continue
                 if exists(r["head"]):
                     db.execute("UPDATE entries SET state = 'pending', updated = ? "
-                               "WHERE id = ? AND state = 'incoming'", (time.time(), r["id"]))
+                               "WHERE id = ? AND state = 'incoming'", (self._db.now(), r["id"]))
                     self._record(db, "queue-recovered", {"state": "pending"}, entry)
                 else:
                     db.execute("DELETE FROM entries WHERE id = ? AND state = 'incoming'",
@@ -204,7 +203,7 @@ class Queue:
         expired lease: its worker died) and hold it for ``lease`` seconds.  With
         ``only``, take that entry id or nothing.  An entry whose worker died
         ``max_attempts`` times becomes failed.  Returns the entry, or None."""
-        now = time.time()
+        now = self._db.now()
         with self._tx() as db:
             dead = db.execute(
                 "SELECT id, attempts FROM entries WHERE state = 'running' AND covered_by"
@@ -247,7 +246,7 @@ class Queue:
         entries too (their heads are ancestors of it).  ``main`` is claimed if it is
         not ``claimed``; the others are marked covered by it and closed with it.
         Returns the main entry, or None if another worker took it first."""
-        now = time.time()
+        now = self._db.now()
         with self._tx() as db:
             if main != claimed:
                 cur = db.execute("UPDATE entries SET state = 'running', owner = ?,"
@@ -271,7 +270,7 @@ class Queue:
 
     def heartbeat(self, entry_id, owner, lease):
         """Renew the lease; False when the entry is no longer ours."""
-        now = time.time()
+        now = self._db.now()
         with self._tx() as db:
             cur = db.execute("UPDATE entries SET lease_until = ?, updated = ? WHERE id = ?"
                              " AND owner = ? AND state = 'running'",
@@ -281,7 +280,7 @@ class Queue:
     def finish(self, entry_id, owner, state, summary=None, error=None, run_id=None):
         """Close a claimed entry (and the entries it covers).  False when it is no
         longer ours (its lease ran out and another worker took it)."""
-        now = time.time()
+        now = self._db.now()
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE entries SET state = ?, summary = ?, error = ?, run_id ="
@@ -307,7 +306,7 @@ class Queue:
             db.execute("UPDATE entries SET state = 'pending', owner = NULL, lease_until ="
                        " NULL, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated = ? WHERE"
                        " (id = ? OR covered_by = ?) AND owner = ? AND state = 'running'",
-                       (time.time(), entry_id, entry_id, owner))
+                       (self._db.now(), entry_id, entry_id, owner))
             db.execute("UPDATE entries SET covered_by = NULL WHERE covered_by = ? AND"
                        " state = 'pending'", (entry_id,))
 
@@ -321,7 +320,7 @@ class Queue:
             if row["state"] != "failed":
                 raise QueueError("queue entry %d is %s, not failed" % (entry_id, row["state"]))
             db.execute("UPDATE entries SET state = 'pending', attempts = 0, error = NULL,"
-                       " covered_by = NULL, updated = ? WHERE id = ?", (time.time(), entry_id))
+                       " covered_by = NULL, updated = ? WHERE id = ?", (self._db.now(), entry_id))
             entry = self.get(entry_id)
             self._record(db, "queue-retry", {"pusher": entry["pusher"]}, entry, actor=actor)
         return self.get(entry_id)

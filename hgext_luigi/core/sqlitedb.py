@@ -7,6 +7,7 @@ and the push queue through :mod:`core.database`, which also offers PostgreSQL
 import contextlib
 import os
 import sqlite3
+import time
 
 Error = sqlite3.DatabaseError
 
@@ -30,6 +31,17 @@ class SQLite:
 
     def transaction(self):
         return transaction(self)
+
+    @staticmethod
+    def clean(value):
+        """A value as this database stores it (SQLite: unchanged)."""
+        return value
+
+    @staticmethod
+    def now():
+        """The time leases and queue ages are measured by: this host's clock
+        (a SQLite file is one host's)."""
+        return time.time()
 
     def before_commit(self, fn):
         """Run ``fn`` as the last step of the open transaction: at once, as

@@ -1,5 +1,6 @@
 """The ``hg luigi-*`` commands."""
 
+import functools
 import os
 import re
 import time
@@ -13,6 +14,30 @@ cmdtable = {}
 command = registrar.command(cmdtable)
 
 _b = config.local
+
+
+def _store_errors(fn):
+    """A command that meets a database error (a shared store's server gone, a
+    bad filter PostgreSQL refuses) says so as ``abort:``, not a traceback."""
+    @functools.wraps(fn)
+    def command(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TypeError as e:  # wrong arguments, as Mercurial's checksignature
+            import traceback
+
+            if len(traceback.extract_tb(e.__traceback__)) == 1:
+                raise error.SignatureError
+            raise
+        except Exception as e:
+            from ..core import database
+
+            if not isinstance(e, database.ERRORS):
+                raise
+            raise error.Abort(_(b'the store failed: %s') % _b(str(e)),
+                              hint=_(b'check [luigi] store and its database server; '
+                                     b'see hg luigi-store'))
+    return command
 
 
 def _settings(ui, repo):
@@ -39,6 +64,7 @@ def _formatter(ui, topic, opts):
     helpcategory=command.CATEGORY_CHANGE_NAVIGATION,
     intents={registrar.INTENT_READONLY},
 )
+@_store_errors
 def luigi_affected(ui, repo, **opts):
     """show which Luigi tasks a revision affects, and why
 
@@ -83,6 +109,7 @@ def luigi_affected(ui, repo, **opts):
       b'[-T TEMPLATE]'),
     helpcategory=command.CATEGORY_MAINTENANCE,
 )
+@_store_errors
 def luigi_run(ui, repo, **opts):
     """run the Luigi tasks a revision affects
 
@@ -198,6 +225,7 @@ def _nothing(ui, fm):
     helpcategory=command.CATEGORY_CHANGE_NAVIGATION,
     intents={registrar.INTENT_READONLY},
 )
+@_store_errors
 def luigi_lineage(ui, repo, rev=None, **opts):
     """show where the outputs of Luigi tasks come from
 
@@ -401,6 +429,7 @@ def _by_output(ui, repo, store, settings, fm, path):
     helpcategory=command.CATEGORY_MAINTENANCE,
     intents={registrar.INTENT_READONLY},
 )
+@_store_errors
 def debugluigitree(ui, repo, **opts):
     """materialize the tree of a revision the way luigi-run does, print its path
 
@@ -424,6 +453,7 @@ def debugluigitree(ui, repo, **opts):
     _(b'[--once] [--workers N]'),
     helpcategory=command.CATEGORY_MAINTENANCE,
 )
+@_store_errors
 def luigi_worker(ui, repo, **opts):
     """build the pushes queued in this repository
 
@@ -475,6 +505,7 @@ def _serve(ui, once, stopped, counts, serve):
     _(b'[--queue URL] [--once] [--wait SECONDS]'),
     helpcategory=command.CATEGORY_MAINTENANCE,
 )
+@_store_errors
 def luigi_callback(ui, repo, **opts):
     """build what AWS Step Functions executions wait for, and answer them
 
@@ -520,6 +551,7 @@ def luigi_callback(ui, repo, **opts):
     _(b'[--retry ID] [--state STATE]... [--limit N] [-T TEMPLATE]'),
     helpcategory=command.CATEGORY_MAINTENANCE,
 )
+@_store_errors
 def luigi_queue(ui, repo, **opts):
     """list the pushes queued for building, or requeue a failed one
 
@@ -613,6 +645,7 @@ def _write_entries(fm, entries):
     intents={registrar.INTENT_READONLY},
     optionalrepo=False,
 )
+@_store_errors
 def luigi_audit(ui, repo, *expected, **opts):
     """list, export or verify the audit log
 
@@ -770,6 +803,7 @@ def _audit_verify(ui, store, settings, opts, verify, head):
     helpcategory=command.CATEGORY_CHANGE_NAVIGATION,
     intents={registrar.INTENT_READONLY},
 )
+@_store_errors
 def luigi_why(ui, repo, target, **opts):
     """say what changed between two builds of a task: data, logic or runtime
 
@@ -822,6 +856,7 @@ def luigi_why(ui, repo, target, **opts):
     _(b'[--upgrade] [--import [FILE]] [-T TEMPLATE]'),
     helpcategory=command.CATEGORY_MAINTENANCE,
 )
+@_store_errors
 def luigi_store(ui, repo, *files, **opts):
     """show, create or fill the store of lineage, queue and audit log
 

@@ -157,6 +157,8 @@ def run(ui, repo, ctx, settings, request, fm=None):
         warn_dirty(ui, repo, ctx)
     if scheduler and not request.dry_run:
         check_scheduler(scheduler)
+    if not request.dry_run:
+        stores.warn_readable_password(ui, settings)
     timeout = max(settings.lock_timeout, 24 * 3600) if request.wait_for_lock \
         else settings.lock_timeout
     with RunLock(settings.state, timeout), \
@@ -227,26 +229,19 @@ def _begin(ui, settings, store, planned, request, scheduler, decisions):
 
 
 def _execute(ui, repo, settings, ws, store, planned, request, scheduler, fm):
-    ctx = planned.ctx
     decisions = planned.in_scope()
     todo = [d for d in decisions if d.affected]
     result = Result(targets=_asked(planned))
     result.run_id = _begin(ui, settings, store, planned, request, scheduler, decisions)
-    data = _run_data(settings, planned, decisions, todo, request, scheduler,
-                     result.run_id, ws.path())
-    ui.status(_(b'building %d of %d tasks at %s (%s scheduler)\n')
-              % (len(todo), len(decisions), ctx.hex()[:12],
-                 _b(scheduler) if scheduler else b'local'))
     lines = show.TaskLines(ui, fm, planned, decisions)
     started = time.time()
     logpath = os.path.join(settings.state, "logs", "%s.log" % result.run_id)
-    recorder = builds.Builds(store, settings, data, planning.task_files(repo, planned),
-                             _lineage_events(settings), ws.tree_of)
-    try:
+    try:  # from here on, a shared store's other hosts see the run alive
         with _lease_keeper(settings, result.run_id) if store.shared else \
                 contextlib.nullcontext():
-            final, rc = _run_runner(ui, settings, store, data, logpath, lines, len(todo),
-                                    recorder)
+            final, rc = _start_and_follow(ui, repo, settings, ws, store, planned, request,
+                                          scheduler, decisions, todo, result.run_id,
+                                          lines, logpath)
     except BaseException as e:  # the run is over: never left "running" in lineage
         why = config.abort_text(e) if isinstance(e, error.Abort) else type(e).__name__
         store.end_run(result.run_id, "failed", lines.outcomes, "run failed: %s" % why)
@@ -256,6 +251,19 @@ def _execute(ui, repo, settings, ws, store, planned, request, scheduler, fm):
             store.drop_leases(result.run_id)
     lines.finish(final)
     return _end(ui, fm, store, result, lines, final, rc, time.time() - started, logpath)
+
+
+def _start_and_follow(ui, repo, settings, ws, store, planned, request, scheduler,
+                      decisions, todo, run_id, lines, logpath):
+    """Write the run's tree and context, start the runner and follow it."""
+    data = _run_data(settings, planned, decisions, todo, request, scheduler, run_id,
+                     ws.path())
+    ui.status(_(b'building %d of %d tasks at %s (%s scheduler)\n')
+              % (len(todo), len(decisions), planned.ctx.hex()[:12],
+                 _b(scheduler) if scheduler else b'local'))
+    recorder = builds.Builds(store, settings, data, planning.task_files(repo, planned),
+                             _lineage_events(settings), ws.tree_of)
+    return _run_runner(ui, settings, store, data, logpath, lines, len(todo), recorder)
 
 
 def _lease_keeper(settings, run_id):

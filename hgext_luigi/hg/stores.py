@@ -5,6 +5,7 @@ in the same transaction as the state it describes.
 """
 
 import os
+import urllib.parse
 
 from mercurial import error
 from mercurial.i18n import _
@@ -80,43 +81,47 @@ def upgrade(settings):
 
 
 def import_sqlite(settings, path):
-    """Move the SQLite store at ``path`` into the (empty) shared store; checks
-    that the audit chain there ends where it ended in the file.  Returns
-    ``({table: rows}, records, head)``."""
-    from ..core import audit, database
+    """Move the SQLite store at ``path`` into the (empty) shared store, its
+    audit chain verified there (with ``[luigi] audit-key-env``) before the
+    import commits.  The file is left as it was: a copy of it is brought to
+    the current schema and imported.  Returns ``({table: rows}, records,
+    head)``."""
+    import tempfile
 
-    _migrate_file(settings, path)
-    try:
-        counts = database.import_sqlite(path, settings.store)
-    except database.ERRORS as e:
-        raise _store_error(e)
-    store = open_store(settings, write=False)
-    try:
-        problems, records = audit.verify_chain(store._db, chain(settings).key)
-        head = audit.head(store._db)
-    finally:
-        store.close()
-    if problems:
-        raise error.Abort(_(b'the imported audit chain does not verify: %s')
-                          % _b(problems[0]['problem']),
-                          hint=_(b'check [luigi] audit-key-env; nothing in %s was changed')
-                          % _b(path))
-    return counts, records, head
+    from ..core import database
+
+    key = chain(settings).key
+    with tempfile.TemporaryDirectory(prefix="hgluigi-import-") as tmp:
+        copy = _migrated_copy(settings, path, os.path.join(tmp, "lineage.db"))
+        try:
+            return database.import_sqlite(copy, settings.store, key)
+        except database.ERRORS as e:
+            raise _store_error(e, _(b'nothing was imported; %s is as it was') % _b(path))
 
 
-def _migrate_file(settings, path):
-    """Bring the SQLite file to the current schema first (as opening it in
-    this version would), so every column it has is one the shared store has."""
+def _migrated_copy(settings, path, copy):
+    """A consistent copy of the SQLite store at ``path`` (SQLite's backup),
+    brought to the current schema as opening it in this version would."""
+    import sqlite3
+
     from ..core import lineage, pushqueue
 
     if not os.path.isfile(path):
         raise error.Abort(_(b'no SQLite store at %s') % _b(path),
                           hint=_(b'give the path of a lineage.db'))
     try:
-        lineage.open_store(path, settings.output_root).close()
-        pushqueue.open_queue(path).close()
-    except (lineage.StoreError, pushqueue.QueueError) as e:
-        raise _store_error(e)
+        src = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(path), uri=True)
+        dst = sqlite3.connect(copy)
+        try:
+            src.backup(dst)
+        finally:
+            src.close()
+            dst.close()
+        lineage.open_store(copy, settings.output_root).close()
+        pushqueue.open_queue(copy).close()
+    except (sqlite3.Error, lineage.StoreError, pushqueue.QueueError) as e:
+        raise _store_error(e, _(b'is %s a lineage.db?') % _b(path))
+    return copy
 
 
 def counts(settings):
@@ -132,3 +137,18 @@ def counts(settings):
         raise _store_error(e)
     finally:
         store.close()
+
+
+def warn_readable_password(ui, settings):
+    """Say so when a shared store's password sits in a file libpq reads
+    (``PGPASSFILE``, else ``~/.pgpass``) that this account can read: pipeline
+    code runs as this account and could read it too, whereas ``PGPASSWORD``
+    in hg's own environment is out of its reach."""
+    if not is_shared(settings) or os.environ.get('PGPASSWORD'):
+        return
+    path = os.environ.get('PGPASSFILE') or os.path.expanduser('~/.pgpass')
+    if os.path.isfile(path) and os.access(path, os.R_OK):
+        ui.warn(_(b'luigi: the store\'s password is read from %s, which pipeline code '
+                  b'running as this account can read too\n') % _b(path),
+                _(b'(set PGPASSWORD in the service\'s environment instead, from a file '
+                  b'only root reads: see "Scaling out" in the README)\n'))

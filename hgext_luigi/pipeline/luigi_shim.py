@@ -45,6 +45,13 @@ def task_outcomes(result):
     return execution_summary._partition_tasks(result.worker)
 
 
+def run_by_other_workers(result):
+    """The tasks of a ``luigi.build`` a central scheduler kept for another
+    worker (``luigi.execution_summary._get_run_by_other_worker``, which the
+    summary's "were being run by another worker" is made from)."""
+    return execution_summary._get_run_by_other_worker(result.worker)
+
+
 def hide_config_dependencies():
     """Make Luigi's worker leave out the ``luigi.Config`` objects a task lists
     in ``requires()``: they are configuration, not dependencies.  Scheduled,

@@ -36,13 +36,18 @@ class Run:
 
     def start_build(self, task):
         """Ask the hg side to record the build and to issue the task's
-        credentials, if its family has a role: ``(key, answer)``."""
+        credentials, if its family has a role: ``(key, answer)``.  While a run
+        of another build host holds the task, ask again (between asks the
+        channel is free for this run's other builds)."""
         key = task_key(task)
-        answer = context.request(op="start-build", task_id=task.task_id, key=key,
-                                 family=task.get_task_family(), params=str_params(task),
-                                 changeset=self.changeset_of(task, key),
-                                 facts={"config": self.config_digests(task),
-                                        "runtime": self.runtime})
+        event = dict(op="start-build", task_id=task.task_id, key=key,
+                     family=task.get_task_family(), params=str_params(task),
+                     changeset=self.changeset_of(task, key),
+                     facts={"config": self.config_digests(task), "runtime": self.runtime})
+        answer = context.request(**event)
+        while answer.get("wait"):
+            time.sleep(min(float(answer["wait"]), 5.0))
+            answer = context.request(**event)
         return key, answer
 
     def finish_build(self, build, status, **fields):

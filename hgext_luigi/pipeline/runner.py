@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 
 from . import context
@@ -27,6 +28,12 @@ from .context import emit
 # so one luigi.build of 10,000 tasks costs O(n^2); the affected tasks go to it in
 # blocks of this many, in dependency order
 BLOCK_SIZE = 1000
+
+# with a central luigid: how long a block waits for tasks another worker holds
+# (another build host's; a dead host's until luigid prunes its worker after
+# [scheduler] worker_disconnect_delay), and how often it asks again
+OTHER_WORKER_WAIT = 3600
+OTHER_WORKER_POLL = 2.0
 
 
 def main():
@@ -149,7 +156,7 @@ def _build(data):
                  for t in ready]
         leave_logging_alone()
         try:
-            result = luigi.build(tasks, **options)
+            result = _build_block(luigi, tasks, options)
         except Exception as e:
             emit(event="error", message="luigi failed: %s: %s" % (type(e).__name__, e))
             traceback.print_exc()
@@ -158,6 +165,26 @@ def _build(data):
     emit(event="done", succeeded=results.succeeded, status=results.status,
          luigi=results.outcome, summary=results.summary, ids=results.ids)
     return 0 if results.succeeded else 1
+
+
+def _build_block(luigi, tasks, options):
+    """``luigi.build`` one block; with a central scheduler, while some of its
+    tasks are run by another worker, wait and build it again (Luigi's own
+    workers give such tasks up, even with ``keep_alive``)."""
+    from .luigi_shim import run_by_other_workers
+    from .task import task_key
+
+    deadline, told = time.time() + OTHER_WORKER_WAIT, set()
+    while True:
+        result = luigi.build(tasks, **options)
+        held = run_by_other_workers(result) if "scheduler_url" in options else ()
+        if not held or time.time() > deadline:
+            return result
+        for task in set(held) - told:
+            emit(event="status", key=task_key(task),
+                 message="waiting: run by another worker (%s)" % options["scheduler_url"])
+        told.update(held)
+        time.sleep(OTHER_WORKER_POLL)
 
 
 def luigi_options(data):

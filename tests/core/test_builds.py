@@ -374,36 +374,50 @@ def start_event(key="Clean(region=n)", task_id="Clean__n"):
 
 def test_a_task_another_run_is_building_is_waited_for_then_not_built_again(store):
     """(On a SQLite file taken for a shared store: the same statements.)"""
-    import threading
-    import time
-
     store.shared = True
     store.begin_run("run2", REV, "bob", "push", "local", PLAN)
     first = builds.Builds(store, settings(), run_data(), files_of)
+    second = builds.Builds(store, settings(), dict(run_data(), run_id="run2"), files_of)
     build = first.handle(start_event())["build"]
-    answers = []
-
-    def second_run():  # another process, another connection
-        other = lineage.open_store(store.path, store.output_root, audit.Chain(b"key"))
-        other.shared = True
-        second = builds.Builds(other, settings(), dict(run_data(), run_id="run2"),
-                               files_of)
-        answers.append(second.handle(start_event()))
-        other.close()
-
-    waiting = threading.Thread(target=second_run)
-    waiting.start()
-    time.sleep(1.2)
-    assert answers == []  # still waiting for the first run
+    assert second.handle(start_event()) == {"wait": builds._LEASE_POLL}
+    # meanwhile the waiting run goes on answering its other requests
+    assert second.handle({"op": "built", "task_id": "Clean__n", "changeset": REV,
+                          "run_id": "run2"}) == {"built": False}
     first.handle({"op": "finish-build", "build": build, "status": "success"})
-    waiting.join(10)
-    assert answers == [{"done": build}]
+    assert second.handle(start_event()) == {"done": build}
     assert [b["run_id"] for b in store.history("Clean(region=n)")] == ["run1"]
+    # what needs it in the waiting run finds it built, as if this run had built it
+    assert second.handle({"op": "built", "task_id": "Clean__n", "changeset": REV,
+                          "run_id": "run2"}) == {"built": True}
+
+
+def test_a_failed_build_of_the_other_run_is_built_again(store):
+    store.shared = True
+    store.begin_run("run2", REV, "bob", "push", "local", PLAN)
+    first = builds.Builds(store, settings(), run_data(), files_of)
+    second = builds.Builds(store, settings(), dict(run_data(), run_id="run2"), files_of)
+    build = first.handle(start_event())["build"]
+    assert "wait" in second.handle(start_event())
+    first.handle({"op": "finish-build", "build": build, "status": "failed"})
+    assert second.handle(start_event())["build"] == build + 1
+
+
+def test_another_runs_build_under_a_forged_task_id_is_not_taken(store):
+    """A run that sends the victim's task id with a key of its own does not
+    hold the victim's lease: leases are by the planned key."""
+    store.shared = True
+    store.begin_run("run2", REV, "bob", "push", "local", PLAN)
+    mallory = builds.Builds(store, settings(), run_data(), files_of)
+    victim = builds.Builds(store, settings(), dict(run_data(), run_id="run2"), files_of)
+    forged = mallory.handle(dict(start_event(), key="Report()", family="Report"))["build"]
+    mallory.handle({"op": "finish-build", "build": forged, "status": "success"})
+    answer = victim.handle(start_event())
+    assert "build" in answer and answer["build"] != forged
 
 
 def test_the_lease_of_a_dead_run_runs_out_and_the_task_is_built(store):
     store.shared = True
-    store.take_lease("Clean__n", REV, "dead-run", 0.01)  # never renewed
+    store.take_lease("Clean(region=n)", REV, "dead-run", -1)  # never renewed
     recorder = builds.Builds(store, settings(), run_data(), files_of)
     assert recorder.handle(start_event())["build"] == 1
 

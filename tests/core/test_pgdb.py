@@ -114,7 +114,8 @@ def test_an_import_keeps_ids_and_the_chain_and_refuses_a_second(tmp_path, pg_ser
     path = str(tmp_path / "lineage.db")
     head = _sqlite_store_with_history(path)
     database.upgrade(pg_url, lineage.SCHEMA + pushqueue.SCHEMA)
-    counts = database.import_sqlite(path, pg_url)
+    counts, records, imported_head = database.import_sqlite(path, pg_url, b"k")
+    assert imported_head == head and records == counts["audit"]
     assert counts["runs"] == 1 and counts["builds"] == 1 and counts["entries"] == 1
     s = lineage.open_store(pg_url, None, audit.Chain(b"k"))
     try:
@@ -128,7 +129,24 @@ def test_an_import_keeps_ids_and_the_chain_and_refuses_a_second(tmp_path, pg_ser
     finally:
         s.close()
     with pytest.raises(database.Error, match="empty store"):
-        database.import_sqlite(path, pg_url)
+        database.import_sqlite(path, pg_url, b"k")
+
+
+def test_an_import_whose_chain_does_not_verify_leaves_nothing(tmp_path, pg_server,
+                                                             pg_url, monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", pg_server.password)
+    path = str(tmp_path / "lineage.db")
+    _sqlite_store_with_history(path)
+    database.upgrade(pg_url, lineage.SCHEMA + pushqueue.SCHEMA)
+    with pytest.raises(database.Error, match="does not verify.*nothing was imported"):
+        database.import_sqlite(path, pg_url, b"another key")
+    s = lineage.open_store(pg_url)
+    try:
+        assert not s.has_records() and s._db.execute("SELECT COUNT(*) FROM audit"
+                                                     ).fetchone()[0] == 0
+    finally:
+        s.close()
+    assert database.import_sqlite(path, pg_url, b"k")[0]["builds"] == 1  # then the right one
 
 
 def test_a_claimed_row_is_skipped_not_waited_for(pg_server, pg_url, monkeypatch):

@@ -21,6 +21,7 @@ import time
 import pytest
 
 from conftest import Repo, make_demo_repo
+from storehistory import sqlite_store_with_history
 from hgext_luigi.core import audit, builds, database, heartbeat, lineage, objects, pgdb
 from hgext_luigi.core import pushqueue
 
@@ -392,17 +393,6 @@ def test_vuln_two_runs_that_cross_task_leases_never_finish(pg):
 
 # == 6. --import commits before it verifies ==========================================
 
-def _sqlite_history(path):
-    s = lineage.open_store(path, None, audit.Chain(b"k"))
-    s.begin_run("r1", A, "alice", "push", "local",
-                [{"key": "T()", "family": "T", "changeset": A, "affected": True}])
-    b = s.start_build("r1", "T__1", "T()", "T", {}, A, None, [], "alice", "push")
-    s.finish_build(b, "success", outputs=[{"path": "/x/out.csv", "size": 1,
-                                           "sha256": "1" * 64}])
-    s.end_run("r1", "success", {"T()": ("built", "T__1", 0.5)})
-    s.close()
-
-
 def test_vuln_an_import_that_does_not_verify_stays_in_the_shared_store(
         hg, pg_server, pg_url, tmp_path):
     """A lineage.db pushed code could write (it runs as the account that owns
@@ -412,7 +402,7 @@ def test_vuln_an_import_that_does_not_verify_stays_in_the_shared_store(
     --import (of the good file) is refused as 'not empty'."""
     hg.env.update(pg_server.env(), HGLUIGI_AUDIT_KEY="k")
     path = str(tmp_path / "crafted.db")
-    _sqlite_history(path)
+    sqlite_store_with_history(path)
     db = sqlite3.connect(path)
     db.execute("UPDATE builds SET \"user\" = 'mallory', status = 'success'")
     db.execute("UPDATE audit SET actor = 'mallory' WHERE kind = 'build'")

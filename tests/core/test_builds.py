@@ -372,12 +372,17 @@ def start_event(key="Clean(region=n)", task_id="Clean__n"):
             "params": {"region": "n"}, "changeset": REV}
 
 
-def test_a_task_another_run_is_building_is_waited_for_then_not_built_again(store):
-    """(On a SQLite file taken for a shared store: the same statements.)"""
+def two_runs(store):
+    """The hg sides of two runs of one revision (two build hosts), on a store
+    taken for a shared one (a SQLite file: the same statements)."""
     store.shared = True
     store.begin_run("run2", REV, "bob", "push", "local", PLAN)
-    first = builds.Builds(store, settings(), run_data(), files_of)
-    second = builds.Builds(store, settings(), dict(run_data(), run_id="run2"), files_of)
+    return (builds.Builds(store, settings(), run_data(), files_of),
+            builds.Builds(store, settings(), dict(run_data(), run_id="run2"), files_of))
+
+
+def test_a_task_another_run_is_building_is_waited_for_then_not_built_again(store):
+    first, second = two_runs(store)
     build = first.handle(start_event())["build"]
     assert second.handle(start_event()) == {"wait": builds._LEASE_POLL}
     # meanwhile the waiting run goes on answering its other requests
@@ -392,10 +397,7 @@ def test_a_task_another_run_is_building_is_waited_for_then_not_built_again(store
 
 
 def test_a_failed_build_of_the_other_run_is_built_again(store):
-    store.shared = True
-    store.begin_run("run2", REV, "bob", "push", "local", PLAN)
-    first = builds.Builds(store, settings(), run_data(), files_of)
-    second = builds.Builds(store, settings(), dict(run_data(), run_id="run2"), files_of)
+    first, second = two_runs(store)
     build = first.handle(start_event())["build"]
     assert "wait" in second.handle(start_event())
     first.handle({"op": "finish-build", "build": build, "status": "failed"})
@@ -405,10 +407,7 @@ def test_a_failed_build_of_the_other_run_is_built_again(store):
 def test_another_runs_build_under_a_forged_task_id_is_not_taken(store):
     """A run that sends the victim's task id with a key of its own does not
     hold the victim's lease: leases are by the planned key."""
-    store.shared = True
-    store.begin_run("run2", REV, "bob", "push", "local", PLAN)
-    mallory = builds.Builds(store, settings(), run_data(), files_of)
-    victim = builds.Builds(store, settings(), dict(run_data(), run_id="run2"), files_of)
+    mallory, victim = two_runs(store)
     forged = mallory.handle(dict(start_event(), key="Report()", family="Report"))["build"]
     mallory.handle({"op": "finish-build", "build": forged, "status": "success"})
     answer = victim.handle(start_event())

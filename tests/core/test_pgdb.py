@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from hgext_luigi.core import audit, database, lineage, pgdb, pushqueue
+from storehistory import sqlite_store_with_history as _sqlite_store_with_history
 
 A = "a" * 40
 
@@ -89,23 +90,6 @@ def test_the_task_filter_matches_as_sqlite_glob_does(location):
         assert tasks("x.y") == ["x.y"] and tasks("x?y") == ["x.y"]
     finally:
         q.close()
-
-
-def _sqlite_store_with_history(path):
-    s = lineage.open_store(path, None, audit.Chain(b"k"))
-    s.begin_run("r1", A, "alice", "push", "local",
-                [{"key": "T()", "family": "T", "changeset": A, "affected": True}])
-    b = s.start_build("r1", "T__1", "T()", "T", {}, A, None, [], "alice", "push")
-    s.finish_build(b, "success", outputs=[{"path": "/x/out.csv", "size": 1,
-                                           "sha256": "1" * 64}])
-    s.end_run("r1", "success", {"T()": ("built", "T__1", 0.5)})
-    s.close()
-    q = pushqueue.open_queue(path, audit.Chain(b"k"))
-    q.record([{"head": A, "branch": "default", "pusher": "alice"}], "t1")
-    q.confirm("t1")
-    head = audit.head(q._db)
-    q.close()
-    return head
 
 
 def test_an_import_keeps_ids_and_the_chain_and_refuses_a_second(tmp_path, pg_server,

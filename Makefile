@@ -8,8 +8,10 @@ PYTEST_ARGS ?=
 PARALLEL ?= -n 2 --dist loadfile
 # benchmark sizes: small medium (make bench), large (make bench SIZE=large)
 SIZE ?= small medium
+# benchmarks/scaleout.py options (--quick: small sizes, a smoke run)
+SCALEOUT ?=
 
-.PHONY: demo test bench bench-features venv postgres clean
+.PHONY: demo test soak bench bench-scaleout bench-features venv postgres clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,12 +39,25 @@ postgres:
 demo: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python demo/demo.py
 
+# the slow checks (the soak of two build hosts) are left to `make bench` and `make soak`
 test: venv postgres
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q $(PARALLEL) tests $(PYTEST_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q $(PARALLEL) -m "not slow" tests $(PYTEST_ARGS)
 
-# scale: synthetic repositories, a table, BENCHMARKS.md (benchmarks/run.py)
+# two build hosts, 100 pushes from 5 pushers on 3 branches, one host killed
+# (tests/test_soak.py; SOAK_PUSHES=N for another count)
+soak: venv postgres
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow tests/test_soak.py $(PYTEST_ARGS)
+
+# scale: synthetic repositories, a table, BENCHMARKS.md (benchmarks/run.py), then
+# scale-out: the queue on PostgreSQL vs SQLite, one build host vs two
 bench: venv postgres
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/run.py $(SIZE)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/scaleout.py $(SCALEOUT)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow tests $(PYTEST_ARGS)
+
+# scale-out alone (its section of BENCHMARKS.md); SCALEOUT=--quick for a smoke run
+bench-scaleout: venv postgres
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/scaleout.py $(SCALEOUT)
 
 # features on the demo pipeline: hooks, trees, playbooks, audit, credentials, facts
 bench-features: venv

@@ -513,6 +513,10 @@ def write_markdown():
     if os.path.exists(notes):
         with open(notes) as f:
             lines += [f.read().replace("AFTER_ROWS", before_and_after(results))]
+    if os.path.exists(os.path.join(RESULTS, "scaleout.json")):  # benchmarks/scaleout.py
+        import scaleout
+        with open(os.path.join(RESULTS, "scaleout.json")) as f:
+            lines += scaleout.markdown(json.load(f))
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines))
 

@@ -168,3 +168,44 @@ def test_a_build_host_that_cannot_pull_fails_the_entry_and_says_why(hg, shared, 
     assert entry["state"] == "failed" and "nowhere" in entry["error"]
     server("luigi-queue", "--retry", str(entry["id"]))  # nothing lost: it can be retried
     assert server.json("luigi-queue")[0]["state"] == "pending"
+
+
+WATCHER = '''
+import luigi
+from hgext_luigi import HgTask
+
+
+class Watcher(HgTask):
+    watches = ["x.txt"]
+
+    def output(self):
+        return self.stamped_target("x.out")
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write(open(self.source_path("x.txt")).read())
+'''
+
+
+def test_builds_at_other_branches_heads_do_not_hide_the_base_build(hg, tmp_path):
+    """A queue of several branches builds their heads one after another: a
+    new branch from the base that leaves the task's input alone reuses the
+    base's build, however many other heads built the task since."""
+    repo = Repo(hg, str(tmp_path / "repo"))
+    hg("init", repo.path)
+    repo.write("pipelines/__init__.py", WATCHER)
+    repo.write("x.txt", "base\n")
+    base = repo.commit("base")
+    repo("luigi-run")
+    for i in range(5):  # five branches from the base, each changing the input
+        repo("update", "-q", base)
+        repo("branch", "-q", "-f", "b%d" % i)
+        repo.write("x.txt", "branch %d\n" % i)
+        repo.commit("b%d" % i)
+        repo("luigi-run")
+    repo("update", "-q", base)
+    repo("branch", "-q", "-f", "quiet")
+    repo.write("other.txt", "nothing the task reads\n")
+    repo.commit("quiet")
+    [row] = repo.json("luigi-affected")
+    assert not row["affected"] and row["changeset"] == base

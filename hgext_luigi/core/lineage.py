@@ -262,19 +262,25 @@ class LineageStore:
                 "SELECT id FROM builds b WHERE " + where + (dead % "b.run_id" if shared
                                                             else ""),
                 [now] if shared else [])]
-            for r in runs:
-                db.execute("UPDATE runs SET status = 'interrupted', ended = ? WHERE id = ?",
-                           (now, r["id"]))
+            for r in runs:  # still running: it may have ended since it was read
+                if db.execute("UPDATE runs SET status = 'interrupted', ended = ? WHERE"
+                              " id = ? AND status = 'running'", (now, r["id"])
+                              ).rowcount != 1:
+                    continue
                 self._record(db, "run-ended", {"status": "interrupted", "summary": error,
                                                "ended": now},
                              actor=r["user"], changeset=r["rev"], run_id=r["id"])
+            marked = 0
             for build_id in stale:
-                db.execute("UPDATE builds SET status = 'failed', error = ?, ended = ? "
-                           "WHERE id = ?", (error, now, build_id))
+                if db.execute("UPDATE builds SET status = 'failed', error = ?, ended = ?"
+                              " WHERE id = ? AND status = 'running'",
+                              (error, now, build_id)).rowcount != 1:
+                    continue
+                marked += 1
                 self._record_build(db, build_id)
             db.execute("DELETE FROM leases WHERE until < ?" if shared else
                        "DELETE FROM leases", [now] if shared else [])
-            return len(stale)
+            return marked
 
     # -- leases: which run builds a task at a changeset, across hosts --------
 
@@ -511,9 +517,11 @@ class LineageStore:
             part = ids[i:i + size]
             yield from self._db.execute(sql.format(ids=",".join("?" * len(part))), part)
 
-    def reuse_candidates(self, at=None, limit=5):
+    def reuse_candidates(self, at=None, limit=5, ancestor=None):
         """``{key: [(changeset, build id)]}`` for every task: its latest successful
-        build per changeset, the one at ``at`` first, then the newest."""
+        build per changeset, the one at ``at`` first, then the newest; with
+        ``ancestor(changeset)``, those at ancestors of ``at`` before the others
+        (builds at other branches' heads must not crowd out the one to reuse)."""
         rows = self._db.execute(
             "SELECT key, changeset, MAX(id) AS id, MAX(ended) AS ended FROM builds"
             " WHERE status = 'success' GROUP BY key, changeset").fetchall()
@@ -521,8 +529,10 @@ class LineageStore:
         for r in rows:
             by_key.setdefault(r["key"], []).append(r)
         out = {}
+        first = ancestor or (lambda changeset: False)
         for key, builds in by_key.items():
-            builds.sort(key=lambda r: (r["ended"] or 0, r["id"]), reverse=True)
+            builds.sort(key=lambda r: (first(r["changeset"]), r["ended"] or 0, r["id"]),
+                        reverse=True)
             own = [r for r in builds if r["changeset"] == at]
             rest = [r for r in builds if r["changeset"] != at][:limit]
             out[key] = [(r["changeset"], r["id"]) for r in own + rest]
@@ -650,10 +660,10 @@ class Reuse:
     definition now (:func:`plan.node_digest`); a check recorded under another
     definition does not count."""
 
-    def __init__(self, store, at, digest=None, limit=5):
+    def __init__(self, store, at, digest=None, limit=5, ancestor=None):
         self.store = store
         self.digest = digest
-        self.candidates = store.reuse_candidates(at, limit)
+        self.candidates = store.reuse_candidates(at, limit, ancestor)
         self.details = store.build_details([c[0][1] for c in self.candidates.values()])
         self.checks = store.checks() if digest else {}
 

@@ -230,7 +230,8 @@ def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
             store = lineage.open_store(settings.store, settings.output_root)
         try:
             rev = config.hexstr(ctx)
-            reuse = lineage.Reuse(store, rev, lambda key: affected.node_digest(nodes[key]))
+            reuse = lineage.Reuse(store, rev, lambda key: affected.node_digest(nodes[key]),
+                                  ancestor=ancestry(repo, ctx))
             changes = changes_since(repo, ctx)
             decisions = affected.classify(nodes, wanted, rev, reuse, changes,
                                       matches, force=force,
@@ -244,6 +245,25 @@ def make(ui, repo, ctx, settings, workspace, force=False, names=(), store=None):
     except lineage.StoreError as e:
         raise error.Abort(_b(str(e)))
     return Planned(ctx, graph, nodes, roots, decisions, selected, changes)
+
+
+def ancestry(repo, ctx):
+    """``is_ancestor(changeset)``: whether a changeset (hex ``str``) is an
+    ancestor of ``ctx``; False for one this clone lacks (another host's)."""
+    from mercurial.node import bin
+
+    cl = repo.unfiltered().changelog
+    target, known = ctx.rev(), {}
+
+    def is_ancestor(changeset):
+        if changeset not in known:
+            try:
+                known[changeset] = cl.isancestorrev(cl.rev(bin(changeset)), target)
+            except (error.LookupError, TypeError, ValueError):
+                known[changeset] = False
+        return known[changeset]
+
+    return is_ancestor
 
 
 def _outputs_exist(ui, settings):

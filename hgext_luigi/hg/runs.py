@@ -236,21 +236,25 @@ def _execute(ui, repo, settings, ws, store, planned, request, scheduler, fm):
     lines = show.TaskLines(ui, fm, planned, decisions)
     started = time.time()
     logpath = os.path.join(settings.state, "logs", "%s.log" % result.run_id)
-    try:  # from here on, a shared store's other hosts see the run alive
+    try:  # from here on, and until it is recorded as ended, the run is seen alive
         with _lease_keeper(settings, result.run_id) if store.shared else \
                 contextlib.nullcontext():
-            final, rc = _start_and_follow(ui, repo, settings, ws, store, planned, request,
-                                          scheduler, decisions, todo, result.run_id,
-                                          lines, logpath)
-    except BaseException as e:  # the run is over: never left "running" in lineage
-        why = config.abort_text(e) if isinstance(e, error.Abort) else type(e).__name__
-        store.end_run(result.run_id, "failed", lines.outcomes, "run failed: %s" % why)
-        raise
+            try:
+                final, rc = _start_and_follow(ui, repo, settings, ws, store, planned,
+                                              request, scheduler, decisions, todo,
+                                              result.run_id, lines, logpath)
+            except BaseException as e:  # the run is over: never left "running"
+                why = (config.abort_text(e) if isinstance(e, error.Abort)
+                       else type(e).__name__)
+                store.end_run(result.run_id, "failed", lines.outcomes,
+                              "run failed: %s" % why)
+                raise
+            lines.finish(final)
+            return _end(ui, fm, store, result, lines, final, rc, time.time() - started,
+                        logpath)
     finally:
         if store.shared:
             store.drop_leases(result.run_id)
-    lines.finish(final)
-    return _end(ui, fm, store, result, lines, final, rc, time.time() - started, logpath)
 
 
 def _start_and_follow(ui, repo, settings, ws, store, planned, request, scheduler,

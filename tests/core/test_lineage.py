@@ -229,6 +229,16 @@ def test_reuse_candidates_put_the_build_at_the_revision_first(store):
     assert old != again_a
 
 
+def test_builds_at_ancestors_come_before_newer_ones_of_other_branches(store):
+    """A queue of several branches builds heads of other branches after the
+    base of a revision: those must not push the base's build out of reach."""
+    base = build(store, "T()", A)
+    other_branches = [build(store, "T()", c) for c in (B, C, "d" * 40)]
+    assert store.reuse_candidates(at="e" * 40, limit=2)["T()"][0][1] == other_branches[-1]
+    first = store.reuse_candidates(at="e" * 40, limit=2, ancestor=lambda c: c == A)
+    assert first["T()"][0] == (A, base)
+
+
 def test_reuse_feeds_the_planner(store):
     """The store read as ``affected.classify`` reads it: the build of each task,
     with its outputs and the inputs it consumed, and the check of a task

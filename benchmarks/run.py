@@ -18,6 +18,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import sqlite3
 import statistics
@@ -505,8 +506,8 @@ def write_markdown():
             text = describe(row)
             measured, target = text.split(" target ")
             lines.append("| %s | %s | %s | %s |" % (
-                row["figure"], measured.strip(), target.replace("met", "").replace(
-                    "NOT", "").strip(), "" if row["kind"] == "rate"
+                row["figure"], measured.strip(),
+                re.sub(r"\s*(NOT MET|met)$", "", target).strip(), "" if row["kind"] == "rate"
                 else "met" if row["met"] else "**not met**"))
         lines.append("")
     notes = os.path.join(HERE, "NOTES.md")

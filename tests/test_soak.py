@@ -112,13 +112,16 @@ def _worker(hg, host, log):
                                 start_new_session=True)
 
 
-def _kill_mid_build(pg_url, password, proc, timeout=300):
-    """SIGKILL the host (its worker, runner and Luigi processes) once it is
-    inside a task build.  Returns the queue entry it was building."""
+def _kill_mid_build(pg_url, password, proc, after, timeout=600):
+    """SIGKILL the host (its worker, runner and Luigi processes) once ``after``
+    entries are done (both hosts have been building) and it is inside a task
+    build.  Returns the queue entry it was building."""
     deadline = time.time() + timeout
     with psycopg.connect(pg_url, password=password, autocommit=True) as db:
         while time.time() < deadline:
-            row = db.execute(
+            done = db.execute("SELECT COUNT(*) FROM entries WHERE state = 'done'"
+                              ).fetchone()[0]
+            row = done >= after and db.execute(
                 "SELECT e.id FROM entries e JOIN leases l ON l.task_id = 'run'"
                 " JOIN builds b ON b.run_id = l.owner AND b.status = 'running'"
                 " WHERE e.state = 'running' AND e.owner LIKE %s LIMIT 1",
@@ -158,12 +161,15 @@ def test_two_hosts_a_hundred_pushes_one_host_killed(hg, pg_server, pg_url, luigi
                for n in range(PUSHERS)]
     for t in pushers:
         t.start()
-    killed_entry = _kill_mid_build(pg_url, pg_server.password, workers[0])
+    killed_entry = _kill_mid_build(pg_url, pg_server.password, workers[0], PUSHES // 5)
     for t in pushers:
         t.join(1200)
     assert errors == []
     _drain(server, workers[1])
-    _check(hg, server, hosts, killed_entry, pg_url, pg_server.password)
+    runs = _check(hg, server, hosts, killed_entry, pg_url, pg_server.password)
+    with open(str(tmp_path / "host2.log")) as f:
+        by_host2 = f.read().count("luigi: building")
+    assert 0 < by_host2 < runs  # both hosts built entries
 
 
 def _drain(server, worker, timeout=900):
@@ -206,3 +212,4 @@ def _check(hg, server, hosts, killed_entry, pg_url, password):
         assert views[0] == views[1] and {r["status"] for r in views[0]} == {"success"}
     for h in hosts:
         assert "no problem" in h("luigi-audit", "--verify").stdout
+    return sum(len(r) for r in built.values())

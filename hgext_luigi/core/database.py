@@ -10,8 +10,6 @@ database changes only when asked (``hg luigi-store --upgrade``): hosts running
 different versions must not race to alter its tables.
 """
 
-import urllib.parse
-
 from . import sqlitedb
 
 # the version of the tables a PostgreSQL store holds (``meta``, name 'store');
@@ -110,8 +108,7 @@ def import_sqlite(path, location, key=None):
 
     from . import audit, pgdb
 
-    src = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(path), uri=True)
-    src.row_factory = sqlite3.Row
+    src = sqlitedb.read_only(path)
     db = open_database(location, "")
     try:
         with db.transaction():

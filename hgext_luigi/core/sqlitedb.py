@@ -8,6 +8,7 @@ import contextlib
 import os
 import sqlite3
 import time
+import urllib.parse
 
 Error = sqlite3.DatabaseError
 
@@ -65,6 +66,15 @@ def connect(path, schema, synchronous="NORMAL"):
             if stmt.strip():
                 db.execute(stmt)
     return db
+
+
+def read_only(path, timeout=5.0):
+    """A plain ``sqlite3`` connection to the file at ``path`` that can neither
+    create nor change it (rows by name).  Raises :data:`Error`."""
+    conn = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(path), uri=True,
+                           timeout=timeout)
+    conn.row_factory = sqlite3.Row
+    return conn
 
 
 @contextlib.contextmanager

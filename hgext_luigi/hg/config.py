@@ -146,12 +146,6 @@ def state_dir(repo):
     return repo.vfs.join(b'luigi')
 
 
-def queue_path(repo):
-    """The push queue: a table of the lineage store's database (one file, so an
-    audit record and its change share a transaction)."""
-    return store_path(repo)
-
-
 def store_path(repo):
     return pycompat.fsdecode(os.path.join(state_dir(repo), b'lineage.db'))
 
@@ -336,6 +330,9 @@ class Settings:
         pass_env = r.raw(b'pass-env')
         vault = Reader(ui, b'ansible').text(b'vault_password_env', _VAR,
                                             b'an environment variable name')
+        # one database holds lineage, the queue and the audit log: an audit record
+        # shares the transaction of the change it describes
+        store = _store(r, repo, pass_env)
         return cls(
             module=r.text(b'module', _MODULE, b'a Python module name'),
             roots=r.names(b'roots', br'^[^\s=]+$', b'a task family'),
@@ -379,8 +376,8 @@ class Settings:
                                          b'a namespace without spaces'),
             repository_url=text(ui.config(b'paths', b'default') or repo.root),
             source=_source(ui),
-            store=_store(r, repo, pass_env),
-            queue=_store(r, repo, pass_env),
+            store=store,
+            queue=store,
             state=pycompat.fsdecode(state_dir(repo)),
         )
 
@@ -413,12 +410,19 @@ def _rules(ui, section, pattern, allowed, single=False):
     return tuple(out)
 
 
+def _passed_env(reader, pass_env):
+    """The names ``[luigi] pass-env`` lets through to pipelines (its default
+    when unset): what a secret's variable must not be among."""
+    if pass_env is None:
+        return DEFAULT_PASS_ENV
+    return reader.names(b'pass-env', _ENV_NAME, b'a name')
+
+
 def _audit_key_env(reader, pass_env):
     """``[luigi] audit-key-env``: a variable pipeline code never sees (not one
     ``pass-env`` lets through)."""
     name = reader.text(b'audit-key-env', _VAR, b'an environment variable name')
-    passed = (reader.names(b'pass-env', _ENV_NAME, b'a name') if pass_env is not None
-              else DEFAULT_PASS_ENV)
+    passed = _passed_env(reader, pass_env)
     if name and sandbox.allowed(name, passed):
         reader._bad(b'audit-key-env', b'a variable [luigi] pass-env keeps from pipelines')
     return name
@@ -442,8 +446,7 @@ def _store(reader, repo, pass_env):
         raise SettingError(b'luigi', b'store', pycompat.sysbytes(pgdb.redact(url)),
                            b'a postgresql:// URL without a password (set PGPASSWORD '
                            b'or PGPASSFILE in the environment of hg)')
-    passed = (reader.names(b'pass-env', _ENV_NAME, b'a name') if pass_env is not None
-              else DEFAULT_PASS_ENV)
+    passed = _passed_env(reader, pass_env)
     for name in ("PGPASSWORD", "PGPASSFILE"):
         if sandbox.allowed(name, passed):
             raise SettingError(b'luigi', b'pass-env', pycompat.sysbytes(name),

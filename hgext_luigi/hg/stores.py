@@ -5,7 +5,6 @@ in the same transaction as the state it describes.
 """
 
 import os
-import urllib.parse
 
 from mercurial import error
 from mercurial.i18n import _
@@ -104,13 +103,13 @@ def _migrated_copy(settings, path, copy):
     brought to the current schema as opening it in this version would."""
     import sqlite3
 
-    from ..core import lineage, pushqueue
+    from ..core import lineage, pushqueue, sqlitedb
 
     if not os.path.isfile(path):
         raise error.Abort(_(b'no SQLite store at %s') % _b(path),
                           hint=_(b'give the path of a lineage.db'))
     try:
-        src = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(path), uri=True)
+        src = sqlitedb.read_only(path)
         dst = sqlite3.connect(copy)
         try:
             src.backup(dst)

@@ -255,18 +255,16 @@ def has_run(repo, node):
     path = config.store_path(repo)
     if not os.path.exists(path):
         return False
-    import sqlite3  # not for every hg command, which imports this module
-    import urllib.parse
+    from ..core import sqlitedb  # not for every hg command, which imports this module
 
     try:
-        db = sqlite3.connect('file:%s?mode=ro' % urllib.parse.quote(path), uri=True,
-                             timeout=2)
+        db = sqlitedb.read_only(path, timeout=2)
         try:
             row = db.execute('SELECT 1 FROM runs WHERE rev = ? LIMIT 1',
                              (pycompat.sysstr(node),)).fetchone()
         finally:
             db.close()
-    except sqlite3.Error:
+    except sqlitedb.Error:
         return False
     return row is not None
 
